@@ -1,0 +1,365 @@
+"""``generate``: sources -> items -> batches (same degradation, level and shape) -> degrade -> writer.
+
+Outputs depend only on (seed, item id, degradation, level or severity): batches are formed inside fixed
+shards of source entries, every random draw comes from the output's own seed, and each physics function is
+batch-size invariant, so ``--batch-size``, interruption and resume do not change a single byte.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import __version__
+from .degradations import REGISTRY
+from .display import png_bytes, to_uint8
+from .items import Item, ItemError, validate
+from .metrics import psnr, ssim
+from .registry import Degradation, level_key
+from .seeding import output_seed
+from .severity import LEVEL_SEVERITY
+from .sources import Ref, Source, open_source
+from .writer import OutputDir, output_stem, safe_name
+
+
+class GenerateError(Exception):
+    """Nothing valid remains to generate; the message says why."""
+
+
+@dataclass
+class Job:
+    item: Item
+    deg: Degradation | None       # None: the clean L0 output
+    level: int | None
+    severity: float
+    order: int
+
+    @property
+    def deg_name(self) -> str:
+        return self.deg.name if self.deg else "none"
+
+    @property
+    def level_key(self) -> str:
+        return level_key(self.level, self.severity)
+
+    @property
+    def output_id(self) -> str:
+        return f"{self.item.id}|{self.deg_name}|{self.level_key}"
+
+
+@dataclass
+class Summary:
+    out: Path
+    n_items: int = 0
+    n_outputs: int = 0
+    counts: dict[str, Counter] = field(default_factory=dict)
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    elapsed_s: float = 0.0
+    resumed_shards: int = 0
+
+    def table(self) -> str:
+        keys = sorted({k for c in self.counts.values() for k in c}, key=lambda k: (k[0] != "L", k))
+        width = max([len(d) for d in self.counts] + [11])
+        lines = [f"{'degradation':<{width}}  " + "  ".join(f"{k:>7}" for k in keys)]
+        for deg, c in self.counts.items():
+            lines.append(f"{deg:<{width}}  " + "  ".join(f"{c.get(k, 0):>7}" for k in keys))
+        return "\n".join(lines)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"out": str(self.out), "n_items": self.n_items, "n_outputs": self.n_outputs,
+                "counts": {d: dict(c) for d, c in self.counts.items()}, "n_errors": len(self.errors),
+                "elapsed_s": round(self.elapsed_s, 3), "resumed_shards": self.resumed_shards,
+                "items_per_s": round(self.n_items / self.elapsed_s, 3) if self.elapsed_s else None}
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise GenerateError("--device cuda was asked for but CUDA is not available")
+    return dev
+
+
+def _round(x: float, digits: int = 6) -> float:
+    return float(f"{x:.{digits}g}")
+
+
+def _param_row(params: dict[str, torch.Tensor], i: int) -> dict[str, Any]:
+    row: dict[str, Any] = {}
+    for k, v in params.items():
+        val = v[i].item()
+        row[k] = int(val) if not v.is_floating_point() else _round(float(val))
+    return row
+
+
+def _qa_fields(item: Item) -> dict[str, Any]:
+    return item.qa.to_fields() if item.qa else {"question": None, "options": None, "answer": None}
+
+
+class Generator:
+    """One generate run (the Python API ``generate`` wraps it)."""
+
+    def __init__(self, sources: list[str], out: str | Path, degradations: list[str] | None = None,
+                 levels: tuple[int, ...] = (0, 1, 2), severities: tuple[float, ...] = (), seed: int = 0,
+                 device: str = "auto", batch_size: int = 16, limit: int | None = None,
+                 export_tsv: bool = False, shard_items: int = 16, slice_rule: str = "middle",
+                 progress: bool = True) -> None:
+        if batch_size < 1 or shard_items < 1:
+            raise GenerateError("--batch-size and --shard-items must be >= 1")
+        bad_levels = [lv for lv in levels if lv not in LEVEL_SEVERITY]
+        if bad_levels:
+            raise GenerateError(f"unknown levels {bad_levels}: use 0, 1, 2")
+        bad_sev = [s for s in severities if not 0.0 <= s <= 1.0]
+        if bad_sev:
+            raise GenerateError(f"severities {bad_sev} are outside [0, 1]")
+        self.out = OutputDir(Path(out))
+        self.source_specs = list(sources)
+        self.levels = tuple(sorted(set(levels)))
+        self.severities = tuple(sorted(set(float(s) for s in severities)))
+        self.seed, self.batch_size, self.limit = int(seed), int(batch_size), limit
+        self.export_tsv, self.shard_items, self.slice_rule = export_tsv, int(shard_items), slice_rule
+        self.device = resolve_device(device)
+        self.progress = progress
+        self.run_errors: list[dict[str, Any]] = []
+        self.degs = self._resolve_degradations(degradations)
+
+    def _resolve_degradations(self, names: list[str] | None) -> list[Degradation]:
+        if names is None:
+            return list(REGISTRY)
+        degs: list[Degradation] = []
+        for name in names:
+            try:
+                d = REGISTRY.resolve(name)
+            except KeyError as e:
+                self.run_errors.append({"stage": "arguments", "degradation": name, "reason": e.args[0]})
+                continue
+            if d not in degs:
+                degs.append(d)
+        if names and not degs:
+            raise GenerateError("no valid degradation left: " + "; ".join(e["reason"] for e in self.run_errors))
+        return degs
+
+    def fingerprint(self, refs: list[Ref]) -> dict[str, Any]:
+        return {"medq_synth": __version__, "sources": self.source_specs, "degradations": [d.name for d in self.degs],
+                "levels": list(self.levels), "severities": list(self.severities), "seed": self.seed,
+                "limit": self.limit, "shard_items": self.shard_items, "slice_rule": self.slice_rule,
+                "device_type": self.device.type, "n_refs": len(refs)}
+
+    # -- sources ----------------------------------------------------------------------------------------
+    def _open_sources(self) -> tuple[list[Source], list[Ref]]:
+        sources, refs = [], []
+        for spec in self.source_specs:
+            try:
+                src = open_source(spec, self.slice_rule)
+            except ValueError as e:
+                self.run_errors.append({"stage": "source", "source": spec, "reason": str(e), "fatal": True})
+                continue
+            src_refs = src.refs()
+            self.run_errors.extend(src.notes)
+            sources.append(src)
+            refs.extend(src_refs)
+        if self.limit is not None:
+            refs = refs[: self.limit]
+        return sources, refs
+
+    # -- one shard ---------------------------------------------------------------------------------------
+    def _load(self, by_name: dict[str, Source], ref: Ref, shard: int) -> tuple[list[Item], list[dict]]:
+        try:
+            items = by_name[ref.source].load(ref)
+        except ItemError as e:
+            return [], [{"stage": "load", "source": ref.source, "item": f"{ref.source}/{ref.key}", "reason": str(e),
+                         "shard": shard}]
+        except Exception as e:  # a reader bug must not stop the run: record it with its type
+            return [], [{"stage": "load", "source": ref.source, "item": f"{ref.source}/{ref.key}",
+                         "reason": f"unexpected {type(e).__name__}: {e}", "shard": shard}]
+        good, errs = [], []
+        for it in items:
+            try:
+                good.append(validate(it))
+            except ItemError as e:
+                errs.append({"stage": "validate", "source": ref.source, "item": it.id, "reason": str(e),
+                             "shard": shard})
+        return good, errs
+
+    def _jobs(self, items: list[Item]) -> list[Job]:
+        jobs: list[Job] = []
+        for it in items:
+            if 0 in self.levels:
+                jobs.append(Job(it, None, 0, 0.0, len(jobs)))
+            for d in self.degs:
+                if not d.applies_to(it.modality):
+                    continue
+                for lv in self.levels:
+                    if lv > 0:
+                        jobs.append(Job(it, d, lv, LEVEL_SEVERITY[lv], len(jobs)))
+                for s in self.severities:
+                    jobs.append(Job(it, d, None, s, len(jobs)))
+        return jobs
+
+    def _run_batch(self, jobs: list[Job]) -> list[dict[str, Any]]:
+        dev = self.device
+        x = torch.from_numpy(np.stack([j.item.image for j in jobs])).to(dev)
+        lo = torch.tensor([j.item.window[0] for j in jobs], dtype=torch.float32, device=dev).view(-1, 1, 1, 1)
+        hi = torch.tensor([j.item.window[1] for j in jobs], dtype=torch.float32, device=dev).view(-1, 1, 1, 1)
+        span = hi - lo
+        v0 = (x - lo) / span
+        seeds = torch.tensor([output_seed(self.seed, j.item.id, j.deg_name, j.level_key) for j in jobs],
+                             dtype=torch.int64)
+        deg = jobs[0].deg
+        if deg is None:
+            v, params = v0, {}
+        else:
+            fill = torch.tensor([(j.item.background - j.item.window[0]) / (j.item.window[1] - j.item.window[0])
+                                 for j in jobs], dtype=torch.float64)
+            params = deg.sample_params(jobs[0].severity, seeds, tuple(x.shape[-2:]), fill)
+            v = deg.apply(v0, params)
+        phys = (lo + v * span).cpu().numpy()
+        disp = to_uint8(v).cpu().numpy()
+        c0 = v0.clamp(0, 1)
+        c = v.clamp(0, 1)
+        p, s = psnr(c, c0).cpu().tolist(), ssim(c, c0).cpu().tolist()
+        return [{"job": j, "physical": phys[i], "display": disp[i], "params": _param_row(params, i),
+                 "seed": int(seeds[i]), "psnr": None if not np.isfinite(p[i]) else round(p[i], 4),
+                 "ssim": round(s[i], 6)} for i, j in enumerate(jobs)]
+
+    def _run_group(self, jobs: list[Job], shard: int, errors: list[dict]) -> list[dict[str, Any]]:
+        try:
+            return self._run_batch(jobs)
+        except Exception as e:
+            if len(jobs) > 1:       # isolate the failing item(s): one at a time gives the same numbers
+                return [r for j in jobs for r in self._run_group([j], shard, errors)]
+            j = jobs[0]
+            errors.append({"stage": "degrade", "source": j.item.source, "item": j.item.id,
+                           "degradation": j.deg_name, "level": j.level_key,
+                           "reason": f"{type(e).__name__}: {e}", "shard": shard})
+            return []
+
+    def _row(self, r: dict[str, Any], shard_rel: str) -> tuple[dict[str, Any], dict[str, Any], str]:
+        j: Job = r["job"]
+        stem = output_stem(j.item.id, j.output_id)
+        folder = "clean" if j.deg is None else f"{j.deg_name}/{j.level_key}"
+        image = f"images/{folder}/{stem}.png"
+        key = f"{safe_name(j.deg_name)}.{j.level_key}.{stem}"
+        row = {"id": j.output_id, "source_id": j.item.id, "source": j.item.source, "modality": j.item.modality,
+               "degradation": j.deg_name, "medq_deg_id": j.deg.table.medq_deg_id if j.deg else "none",
+               "category": j.deg.category if j.deg else "none", "level": j.level, "severity": j.severity,
+               "seed": r["seed"], "params": r["params"], "psnr": r["psnr"], "ssim": r["ssim"], "image": image,
+               "shard": shard_rel, "key": key, "units": j.item.units, "window": list(j.item.window),
+               "shape": list(j.item.shape), "spacing_mm": list(j.item.spacing_mm) if j.item.spacing_mm else None,
+               "meta": j.item.meta, **_qa_fields(j.item)}
+        attrs = {"id": j.output_id, "modality": j.item.modality, "units": j.item.units,
+                 "window": np.asarray(j.item.window, dtype=np.float64), "degradation": j.deg_name,
+                 "level_key": j.level_key, "severity": j.severity, "seed": r["seed"],
+                 "params": json.dumps(r["params"], sort_keys=True)}
+        return row, attrs, image
+
+    def _shard(self, index: int, refs: list[Ref], by_name: dict[str, Source]) -> tuple[list[dict], list[dict]]:
+        items, errors = [], []
+        for ref in refs:
+            good, errs = self._load(by_name, ref, index)
+            items += good
+            errors += errs
+        jobs = self._jobs(items)
+        groups: dict[tuple, list[Job]] = defaultdict(list)
+        for j in jobs:
+            groups[(j.deg_name, j.level_key, j.item.shape)].append(j)
+        results = []
+        for key in sorted(groups, key=str):
+            g = groups[key]
+            for k in range(0, len(g), self.batch_size):
+                results += self._run_group(g[k: k + self.batch_size], index, errors)
+        results.sort(key=lambda r: r["job"].order)
+        shard_rel = f"shards/{self.out.shard_name(index)}.h5"
+        rows, outputs = [], []
+        for r in results:
+            row, attrs, image = self._row(r, shard_rel)
+            self.out.write_png(image, png_bytes(r["display"]))
+            rows.append(row)
+            outputs.append({"key": row["key"], "physical": r["physical"], "display": r["display"], "attrs": attrs})
+        errors.sort(key=lambda e: json.dumps(e, sort_keys=True))
+        self.out.write_shard(index, outputs, rows, errors)
+        return rows, errors
+
+    # -- the run ---------------------------------------------------------------------------------------
+    def run(self) -> Summary:
+        t0 = time.perf_counter()
+        sources, refs = self._open_sources()
+        summary = Summary(out=self.out.root)
+        if not refs:
+            reasons = "; ".join(e["reason"] for e in self.run_errors) or "the sources hold no items"
+            self._finish_errors_only()
+            raise GenerateError(f"no input items: {reasons}")
+        try:
+            resuming = self.out.prepare(self.fingerprint(refs))
+        except ValueError as e:
+            raise GenerateError(str(e)) from None
+        by_name = {s.name: s for s in sources}
+        if len(by_name) != len(sources):
+            raise GenerateError("two sources share a name; rename one of the files")
+        shards = [refs[k: k + self.shard_items] for k in range(0, len(refs), self.shard_items)]
+        all_rows: list[dict] = []
+        shard_errors: list[dict] = []
+        bar = _progress(len(refs), self.progress)
+        for index, shard_refs in enumerate(shards):
+            if resuming and self.out.shard_done(index):
+                rows, errs = self.out.shard_rows(index)
+                summary.resumed_shards += 1
+            else:
+                rows, errs = self._shard(index, shard_refs, by_name)
+            all_rows += rows
+            shard_errors += errs
+            bar.update(len(shard_refs))
+            bar.set_postfix(outputs=len(all_rows), errors=len(shard_errors) + len(self.run_errors))
+        bar.close()
+        errors = self.run_errors + shard_errors
+        self.out.finalize(all_rows, errors)
+        summary.n_items = len({r["source_id"] for r in all_rows})
+        summary.n_outputs = len(all_rows)
+        summary.errors = errors
+        for r in all_rows:
+            summary.counts.setdefault(r["degradation"], Counter())[
+                f"L{r['level']}" if r["level"] is not None else f"s{r['severity']:.4f}"] += 1
+        from .contact_sheet import contact_sheet
+
+        if all_rows:
+            contact_sheet(self.out.root, all_rows)
+        if self.export_tsv:
+            from .tsv_export import export_tsv
+
+            export_tsv(self.out.root, all_rows)
+        summary.elapsed_s = time.perf_counter() - t0
+        (self.out.root / "summary.json").write_text(json.dumps(summary.to_json(), indent=1) + "\n")
+        if not all_rows:
+            reasons = "; ".join(e["reason"] for e in errors[:5])
+            raise GenerateError(f"no outputs: every item failed ({reasons})")
+        return summary
+
+    def _finish_errors_only(self) -> None:
+        """Record the run-level errors even when nothing can run."""
+        root = self.out.root
+        root.mkdir(parents=True, exist_ok=True)
+        from .writer import atomic_write, jsonl
+
+        atomic_write(root / "errors.jsonl", jsonl(self.run_errors))
+
+
+def _progress(total: int, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="item", desc="generate", disable=not enabled, dynamic_ncols=True)
+
+
+def generate(sources: list[str] | str = "phantoms", out: str | Path = "out", **kwargs: Any) -> Summary:
+    """Python API of ``medq-synth generate``; keyword arguments mirror the CLI options."""
+    if isinstance(sources, str):
+        sources = [sources]
+    return Generator(sources, out, **kwargs).run()
+

@@ -1,0 +1,80 @@
+"""Severity tables: anchors per parameter and the continuous severity mapping.
+
+Severity ``s`` is in [0, 1]: 0 is the identity, L1 is 0.5, L2 is 1.0 (LEVEL_SEVERITY). Each parameter is
+interpolated piecewise between (0, identity), (0.5, L1) and (1, L2), linearly or in log space, so every
+parameter is a monotone function of ``s``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from importlib import resources
+
+import tomllib
+
+LEVEL_SEVERITY = {0: 0.0, 1: 0.5, 2: 1.0}
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    name: str
+    unit: str
+    identity: float
+    L1: float
+    L2: float
+    provenance: str
+    scale: str = "linear"
+    size_ref_px: float | None = None
+
+    def value(self, severity: float, size_px: int | None = None) -> float:
+        """The parameter at ``severity`` (in [0, 1]); pixel lengths are scaled to an image of ``size_px``."""
+        if not 0.0 <= severity <= 1.0:
+            raise ValueError(f"severity {severity} is outside [0, 1]")
+        if severity <= 0.5:
+            a, b, t = self.identity, self.L1, severity / 0.5
+        else:
+            a, b, t = self.L1, self.L2, (severity - 0.5) / 0.5
+        if self.scale == "log":
+            val = math.exp(math.log(a) + t * (math.log(b) - math.log(a)))
+        else:
+            val = a + t * (b - a)
+        if self.size_ref_px and size_px:
+            val *= size_px / self.size_ref_px
+        return val
+
+
+@dataclass(frozen=True)
+class SeverityTable:
+    name: str
+    category: str
+    medq_deg_id: str | None
+    aliases: tuple[str, ...]
+    description: str
+    params: dict[str, ParamSpec]
+
+    def values(self, severity: float, size_px: int | None = None) -> dict[str, float]:
+        return {k: p.value(severity, size_px) for k, p in self.params.items()}
+
+
+def load_tables(text: str | None = None) -> dict[str, SeverityTable]:
+    """Parse the severity tables (the packaged ``data/severities.toml`` unless ``text`` is given)."""
+    if text is None:
+        text = resources.files("medq_synth").joinpath("data/severities.toml").read_text()
+    raw = tomllib.loads(text)
+    tables = {}
+    for name, entry in raw.items():
+        params = {}
+        for pname, p in entry.get("params", {}).items():
+            spec = ParamSpec(name=pname, unit=p["unit"], identity=float(p["identity"]), L1=float(p["L1"]),
+                             L2=float(p["L2"]), provenance=p["provenance"], scale=p.get("scale", "linear"),
+                             size_ref_px=p.get("size_ref_px"))
+            if spec.scale not in ("linear", "log"):
+                raise ValueError(f"{name}.{pname}: unknown scale {spec.scale!r}")
+            if spec.scale == "log" and min(spec.identity, spec.L1, spec.L2) <= 0:
+                raise ValueError(f"{name}.{pname}: log scale needs positive anchors")
+            params[pname] = spec
+        tables[name] = SeverityTable(name=name, category=entry["category"], medq_deg_id=entry.get("medq_deg_id"),
+                                     aliases=tuple(entry.get("aliases", ())), description=entry.get("description", ""),
+                                     params=params)
+    return tables

@@ -1,0 +1,238 @@
+"""File readers: DICOM, NIfTI, PNG/JPEG/TIFF and .npy to items in physical units.
+
+Volumes become 2-D items by a slice rule that is recorded on each item:
+``middle`` (default: the central slice along the last axis, axial for RAS NIfTI and the frame axis for
+multi-frame DICOM), ``all``, or ``step:N`` (every N-th slice starting from 0).
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..items import Item, ItemError, as_chw, normalise_modality, percentile_window
+
+# Default soft-tissue display window for CT (centre 40 HU, width 400 HU), used when a DICOM carries none and
+# to map 8-bit CT renderings back to HU. Recorded on every item it touches.
+CT_DEFAULT_WINDOW = (-160.0, 240.0)
+AIR_HU = -1000.0
+
+RASTER_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
+DICOM_SUFFIXES = {".dcm", ".dicom", ".ima"}
+
+
+def file_kind(path: Path) -> str | None:
+    name = path.name.lower()
+    if name.endswith((".nii", ".nii.gz")):
+        return "nifti"
+    if path.suffix.lower() in DICOM_SUFFIXES:
+        return "dicom"
+    if path.suffix.lower() in RASTER_SUFFIXES:
+        return "raster"
+    if path.suffix.lower() == ".npy":
+        return "npy"
+    return None
+
+
+def slice_indices(n: int, rule: str) -> list[int]:
+    """Indices picked from ``n`` slices by ``rule`` (``middle``, ``all`` or ``step:N``)."""
+    if rule == "middle":
+        return [n // 2]
+    if rule == "all":
+        return list(range(n))
+    if rule.startswith("step:"):
+        step = int(rule.split(":", 1)[1])
+        if step < 1:
+            raise ValueError("step must be >= 1")
+        return list(range(0, n, step))
+    raise ValueError(f"unknown slice rule {rule!r} (middle, all or step:N)")
+
+
+def physical_defaults(modality: str, img: np.ndarray) -> dict[str, Any]:
+    """Units, window and background for an array already in the modality's physical units."""
+    if modality == "ct":
+        return {"units": "HU", "window": CT_DEFAULT_WINDOW, "background": AIR_HU}
+    return {"units": "a.u.", "window": percentile_window(img), "background": float(np.min(img))}
+
+
+def from_display(arr: np.ndarray, modality: str, max_value: float) -> dict[str, Any]:
+    """An 8/16-bit rendering -> physical units. CT renderings are mapped back to HU through the default
+    soft-tissue window (recorded); other modalities stay as display fractions in [0, 1]."""
+    v = as_chw(arr) / max_value
+    if modality == "ct":
+        lo, hi = CT_DEFAULT_WINDOW
+        return {"image": (lo + v * (hi - lo)).astype(np.float32), "units": "HU", "window": CT_DEFAULT_WINDOW,
+                "background": lo, "meta": {"display_to_hu_window": list(CT_DEFAULT_WINDOW)}}
+    return {"image": v.astype(np.float32), "units": "display", "window": (0.0, 1.0), "background": 0.0, "meta": {}}
+
+
+def read_raster(data: bytes | Path, modality: str) -> list[dict[str, Any]]:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data) if isinstance(data, bytes) else data) as im:
+            im.load()
+            if im.mode in ("I;16", "I;16B", "I"):
+                arr, top = np.asarray(im, dtype=np.float64), 65535.0
+            else:
+                arr, top = np.asarray(im.convert("L" if im.mode in ("L", "LA", "1") else "RGB")), 255.0
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise ItemError(f"cannot decode image: {e}") from None
+    if arr.ndim == 3 and arr.shape[-1] == 3 and np.array_equal(arr[..., 0], arr[..., 1]) \
+            and np.array_equal(arr[..., 0], arr[..., 2]):
+        arr = arr[..., 0]          # an RGB file holding a grey image stays one channel
+    return [from_display(arr, modality, top)]
+
+
+def read_dicom(path: Path, modality: str | None, rule: str) -> list[dict[str, Any]]:
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(str(path))
+    except Exception as e:  # pydicom raises many types for corrupt files
+        raise ItemError(f"cannot read DICOM: {e}") from None
+    if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
+        raise ItemError("DICOM has no pixel data (PixelData element missing)")
+    try:
+        arr = ds.pixel_array.astype(np.float64)
+    except Exception as e:
+        raise ItemError(f"cannot decode DICOM pixel data: {e}") from None
+    mod = normalise_modality(modality or getattr(ds, "Modality", "") or "unknown")
+    photometric = str(getattr(ds, "PhotometricInterpretation", "MONOCHROME2"))
+    frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
+    colour = photometric in ("RGB", "YBR_FULL", "YBR_FULL_422") or (arr.ndim >= 3 and arr.shape[-1] == 3 and
+                                                                     getattr(ds, "SamplesPerPixel", 1) == 3)
+    if colour:
+        stack = arr if frames > 1 else arr[None]
+        return [_dicom_display(s, mod, ds, rule, i, frames) for i, s in _pick(stack, rule)]
+    slope = float(getattr(ds, "RescaleSlope", 1) or 1)
+    intercept = float(getattr(ds, "RescaleIntercept", 0) or 0)
+    phys = arr * slope + intercept
+    if photometric == "MONOCHROME1":
+        phys = phys.max() - phys + phys.min()
+    stack = phys if frames > 1 else phys[None]
+    spacing = getattr(ds, "PixelSpacing", None)
+    spacing_mm = (float(spacing[0]), float(spacing[1])) if spacing is not None else None
+    win = _dicom_window(ds)
+    out = []
+    for i, s in _pick(stack, rule):
+        d = physical_defaults(mod, s)
+        meta: dict[str, Any] = {"slice_rule": rule, "slice_index": i, "n_slices": frames,
+                                "rescale": [slope, intercept]}
+        if win is not None:
+            d["window"] = win
+            meta["window_from"] = "DICOM WindowCenter/WindowWidth"
+        else:
+            meta["window_from"] = "default soft tissue (C 40, W 400 HU)" if mod == "ct" else "0.5/99.5 percentiles"
+        out.append({"image": as_chw(s), "modality": mod, "spacing_mm": spacing_mm, "meta": meta, **d})
+    return out
+
+
+def _dicom_display(s: np.ndarray, mod: str, ds: Any, rule: str, i: int, frames: int) -> dict[str, Any]:
+    bits = int(getattr(ds, "BitsStored", 8) or 8)
+    d = from_display(s, mod, float(2 ** bits - 1))
+    d["meta"].update({"slice_rule": rule, "slice_index": i, "n_slices": frames})
+    d["modality"] = mod
+    return d
+
+
+def _dicom_window(ds: Any) -> tuple[float, float] | None:
+    c, w = getattr(ds, "WindowCenter", None), getattr(ds, "WindowWidth", None)
+    if c is None or w is None:
+        return None
+    # Multi-valued window elements list several presets: take the first.
+    c = float(c[0]) if isinstance(c, pydicom_multi()) else float(c)
+    w = float(w[0]) if isinstance(w, pydicom_multi()) else float(w)
+    if w <= 0:
+        return None
+    return (c - w / 2, c + w / 2)
+
+
+def pydicom_multi() -> tuple[type, ...]:
+    from pydicom.multival import MultiValue
+
+    return (MultiValue, list, tuple)
+
+
+def _pick(stack: np.ndarray, rule: str) -> list[tuple[int, np.ndarray]]:
+    return [(i, stack[i]) for i in slice_indices(stack.shape[0], rule)]
+
+
+def read_nifti(path: Path, modality: str, rule: str) -> list[dict[str, Any]]:
+    import nibabel as nib
+
+    try:
+        img = nib.load(str(path))
+        data = np.asarray(img.dataobj, dtype=np.float64)
+    except Exception as e:
+        raise ItemError(f"cannot read NIfTI: {e}") from None
+    data = np.squeeze(data)
+    if data.ndim == 2:
+        data = data[..., None]
+    if data.ndim != 3:
+        raise ItemError(f"NIfTI has {data.ndim} dimensions after squeezing; 2 or 3 are supported")
+    zooms = img.header.get_zooms()
+    spacing_mm = (float(zooms[0]), float(zooms[1])) if len(zooms) >= 2 else None
+    out = []
+    for k in slice_indices(data.shape[2], rule):
+        # NIfTI stores (x, y, z); transpose so rows run along y for display.
+        s = data[:, :, k].T[::-1].copy()
+        d = physical_defaults(modality, s)
+        out.append({"image": as_chw(s), "modality": modality, "spacing_mm": spacing_mm,
+                    "meta": {"slice_rule": rule, "slice_index": k, "n_slices": data.shape[2],
+                             "slice_axis": "last (z)"}, **d})
+    return out
+
+
+def read_npy(path: Path, modality: str) -> list[dict[str, Any]]:
+    try:
+        arr = np.load(str(path), allow_pickle=False)
+    except Exception as e:
+        raise ItemError(f"cannot read .npy: {e}") from None
+    if not np.issubdtype(arr.dtype, np.number):
+        raise ItemError(f".npy has non-numeric dtype {arr.dtype}")
+    img = as_chw(arr.astype(np.float64))
+    finite = img[np.isfinite(img)]
+    d = physical_defaults(modality, finite if finite.size else np.zeros(1))
+    return [{"image": img, "modality": modality, "meta": {}, **d}]
+
+
+def read_file(path: Path, modality: str | None, rule: str) -> list[dict[str, Any]]:
+    """Read one file into item fields (image, units, window, background, modality, spacing_mm, meta)."""
+    kind = file_kind(path)
+    if not path.exists():
+        raise ItemError(f"file not found: {path}")
+    if kind == "dicom":
+        return read_dicom(path, modality, rule)
+    if modality is None:
+        raise ItemError("no modality: the file format records none; name a parent folder after the modality "
+                        "(ct/, mri/, xray/ ...) or give a 'modality' field in a manifest")
+    mod = normalise_modality(modality)
+    if kind == "nifti":
+        rows = read_nifti(path, mod, rule)
+    elif kind == "raster":
+        rows = read_raster(path, mod)
+    elif kind == "npy":
+        rows = read_npy(path, mod)
+    else:
+        raise ItemError(f"unsupported file type {path.suffix!r}")
+    for r in rows:
+        r.setdefault("modality", mod)
+    return rows
+
+
+def to_items(rows: list[dict[str, Any]], base_id: str, source: str, qa: Any = None,
+             meta: dict[str, Any] | None = None) -> list[Item]:
+    """Item objects from reader rows; slices of a volume get ``#z{index}`` ids when there are several."""
+    items = []
+    for r in rows:
+        m = dict(meta or {})
+        m.update(r.get("meta", {}))
+        iid = base_id if r["meta"].get("n_slices", 1) == 1 else f"{base_id}#z{r['meta']['slice_index']}"
+        items.append(Item(id=iid, source=source, modality=r["modality"], image=r["image"], units=r["units"],
+                          window=tuple(float(x) for x in r["window"]), background=float(r["background"]),
+                          spacing_mm=r.get("spacing_mm"), qa=qa, meta=m))
+    return items

@@ -1,0 +1,37 @@
+"""Per-item random streams.
+
+Noise for item ``i`` is drawn from a generator seeded with that item's own seed, so an item's noise does
+not depend on which other items share its batch, on the batch size or on the processing order.
+"""
+
+from __future__ import annotations
+
+import torch
+
+_MASK63 = (1 << 63) - 1
+
+
+def generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
+    """A torch generator on ``device`` seeded with a non-negative 63-bit ``seed``."""
+    g = torch.Generator(device=device)
+    g.manual_seed(int(seed) & _MASK63)
+    return g
+
+
+def normal(seeds: torch.Tensor, shape: tuple[int, ...], device: torch.device | str,
+           dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Standard normal fields of ``shape`` for each item, stacked to ``(B, *shape)``.
+
+    ``seeds`` is an int64 tensor ``(B,)``. One small launch per item is the price of batch-size
+    independence; it is negligible next to the image work.
+    """
+    out = torch.empty((len(seeds), *shape), device=device, dtype=dtype)
+    for i, s in enumerate(seeds.tolist()):
+        torch.randn(shape, generator=generator(s, device), device=device, dtype=dtype, out=out[i])
+    return out
+
+
+def uniform(seeds: torch.Tensor, n: int = 1) -> torch.Tensor:
+    """``n`` uniform [0, 1) draws per item on the CPU (float64), shape ``(B, n)``: for parameter sampling."""
+    rows = [torch.rand(n, generator=generator(s), dtype=torch.float64) for s in seeds.tolist()]
+    return torch.stack(rows) if rows else torch.empty((0, n), dtype=torch.float64)
