@@ -81,6 +81,16 @@ def baseline_fn(name: str, p: dict, i: int, device: torch.device):
     raise KeyError(name)
 
 
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def timed(fn, device: torch.device, repeats: int) -> float:
     fn()                                   # warm-up (kernel selection, caches)
     _sync(device)
@@ -115,8 +125,7 @@ def main() -> None:
                      "speedup": base / ours})
         print(f"{deg.name:<18} ours {BATCH / ours:9.1f} items/s   per-item {BATCH / base:9.1f} items/s   "
               f"ratio {base / ours:6.2f}x", flush=True)
-    card = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or
-                                                                              platform.machine())
+    card = torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_model()
     meta = {"date": dt.date.today().isoformat(), "device": str(device), "card": card,
             "cpu_threads": torch.get_num_threads(), "torch": torch.__version__, "torchvision": torchvision.__version__,
             "kornia": __import__("kornia").__version__, "python": platform.python_version(), "size": SIZE,
