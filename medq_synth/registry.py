@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .items import MODALITIES
-from .severity import LEVEL_SEVERITY, SeverityTable
+from .severity import SeverityTable
 
 # MedQ-Deg's five categories, as written in the paper.
 CATEGORIES = {
@@ -103,14 +103,8 @@ class Registry:
     def __iter__(self) -> Iterable[Degradation]:
         return iter(self._items.values())
 
-    def __contains__(self, name: str) -> bool:
-        return name in self._items or name in self._aliases
-
 
 def level_key(level: int | None, severity: float) -> str:
     """Stable key of a level (``L1``) or a continuous severity (``s0.3500``)."""
     return f"L{level}" if level is not None else f"s{severity:.4f}"
 
-
-def level_severity(level: int) -> float:
-    return LEVEL_SEVERITY[level]
