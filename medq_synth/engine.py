@@ -207,9 +207,9 @@ class Generator:
     def _run_batch(self, jobs: list[Job]) -> list[dict[str, Any]]:
         dev = self.device
         x = torch.from_numpy(np.stack([j.item.image for j in jobs])).to(dev)
-        lo = torch.tensor([j.item.window[0] for j in jobs], dtype=torch.float32, device=dev).view(-1, 1, 1, 1)
-        hi = torch.tensor([j.item.window[1] for j in jobs], dtype=torch.float32, device=dev).view(-1, 1, 1, 1)
-        span = hi - lo
+        win = np.array([j.item.window for j in jobs], dtype=np.float64)                # (B, 2) physical units
+        lo = torch.tensor(win[:, 0], dtype=torch.float32, device=dev).view(-1, 1, 1, 1)
+        span = torch.tensor(win[:, 1] - win[:, 0], dtype=torch.float32, device=dev).view(-1, 1, 1, 1)
         v0 = (x - lo) / span
         seeds = torch.tensor([output_seed(self.seed, j.item.id, j.deg_name, j.level_key) for j in jobs],
                              dtype=torch.int64)
@@ -217,15 +217,14 @@ class Generator:
         if deg is None:
             v, params = v0, {}
         else:
-            fill = torch.tensor([(j.item.background - j.item.window[0]) / (j.item.window[1] - j.item.window[0])
-                                 for j in jobs], dtype=torch.float64)
+            background = np.array([j.item.background for j in jobs], dtype=np.float64)
+            fill = torch.from_numpy((background - win[:, 0]) / (win[:, 1] - win[:, 0]))
             params = deg.sample_params(jobs[0].severity, seeds, tuple(x.shape[-2:]), fill)
             v = deg.apply(v0, params)
         phys = (lo + v * span).cpu().numpy()
         disp = to_uint8(v).cpu().numpy()
-        c0 = v0.clamp(0, 1)
-        c = v.clamp(0, 1)
-        p, s = psnr(c, c0).cpu().tolist(), ssim(c, c0).cpu().tolist()
+        c0, c = v0.clamp(0, 1), v.clamp(0, 1)
+        p, s = torch.stack([psnr(c, c0), ssim(c, c0)]).cpu().tolist()
         return [{"job": j, "physical": phys[i], "display": disp[i], "params": _param_row(params, i),
                  "seed": int(seeds[i]), "psnr": None if not np.isfinite(p[i]) else round(p[i], 4),
                  "ssim": round(s[i], 6)} for i, j in enumerate(jobs)]
@@ -325,8 +324,7 @@ class Generator:
         summary.n_outputs = len(all_rows)
         summary.errors = errors
         for r in all_rows:
-            summary.counts.setdefault(r["degradation"], Counter())[
-                f"L{r['level']}" if r["level"] is not None else f"s{r['severity']:.4f}"] += 1
+            summary.counts.setdefault(r["degradation"], Counter())[level_key(r["level"], r["severity"])] += 1
         from .contact_sheet import contact_sheet
 
         if all_rows:

@@ -157,21 +157,20 @@ def _rigid(v: torch.Tensor, angle_deg: torch.Tensor, shift_px: torch.Tensor, fil
     in pixels), bilinear; pixels from outside the field take the per-item ``fill`` value."""
     import kornia
 
-    moving = ((angle_deg != 0) | (shift_px != 0).any(dim=1)).nonzero().flatten()
+    moving = ((angle_deg != 0) | (shift_px != 0).any(dim=1)).nonzero().flatten().to(v.device)
     out = v.clone()
     if len(moving) == 0:
         return out                  # the identity stays exact (no resampling round-off)
     b, (h, w) = len(moving), v.shape[-2:]
     centre = torch.tensor([(w - 1) / 2, (h - 1) / 2], device=v.device, dtype=v.dtype).expand(b, 2)
+    angle = angle_deg.to(device=v.device, dtype=v.dtype)[moving]
     m = kornia.geometry.transform.get_rotation_matrix2d(
-        centre, angle_deg[moving].to(device=v.device, dtype=v.dtype),
-        torch.ones(b, 2, device=v.device, dtype=v.dtype)).clone()
-    m[:, :, 2] += shift_px[moving].to(device=v.device, dtype=v.dtype)
-    f = _per_item(v, fill)[moving.to(v.device)]
-    src = v[moving.to(v.device)]
+        centre, angle, torch.ones(b, 2, device=v.device, dtype=v.dtype)).clone()
+    m[:, :, 2] += shift_px.to(device=v.device, dtype=v.dtype)[moving]
+    f = _per_item(v, fill)[moving]
     # Warping (v - fill) with zero padding fills exactly with `fill` and interpolates the border correctly.
-    out[moving.to(v.device)] = kornia.geometry.transform.warp_affine(
-        src - f, m, (h, w), mode="bilinear", padding_mode="zeros") + f
+    out[moving] = kornia.geometry.transform.warp_affine(v[moving] - f, m, (h, w), mode="bilinear",
+                                                        padding_mode="zeros") + f
     return out
 
 

@@ -143,18 +143,13 @@ def _dicom_window(ds: Any) -> tuple[float, float] | None:
     c, w = getattr(ds, "WindowCenter", None), getattr(ds, "WindowWidth", None)
     if c is None or w is None:
         return None
+    from pydicom.multival import MultiValue
+
     # Multi-valued window elements list several presets: take the first.
-    c = float(c[0]) if isinstance(c, pydicom_multi()) else float(c)
-    w = float(w[0]) if isinstance(w, pydicom_multi()) else float(w)
+    c, w = (float(t[0]) if isinstance(t, (MultiValue, list, tuple)) else float(t) for t in (c, w))
     if w <= 0:
         return None
     return (c - w / 2, c + w / 2)
-
-
-def pydicom_multi() -> tuple[type, ...]:
-    from pydicom.multival import MultiValue
-
-    return (MultiValue, list, tuple)
 
 
 def _pick(stack: np.ndarray, rule: str) -> list[tuple[int, np.ndarray]]:
