@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -260,7 +261,9 @@ class Generator:
                  "params": json.dumps(r["params"], sort_keys=True)}
         return row, attrs, image
 
-    def _shard(self, index: int, refs: list[Ref], by_name: dict[str, Source]) -> tuple[list[dict], list[dict]]:
+    def _shard(self, index: int, refs: list[Ref], by_name: dict[str, Source],
+               advance: Callable[[float], None]) -> tuple[list[dict], list[dict]]:
+        """Compute, write and commit one shard; ``advance`` receives progress in source entries."""
         items, errors = [], []
         for ref in refs:
             good, errs = self._load(by_name, ref, index)
@@ -274,7 +277,9 @@ class Generator:
         for key in sorted(groups, key=str):
             g = groups[key]
             for k in range(0, len(g), self.batch_size):
-                results += self._run_group(g[k: k + self.batch_size], index, errors)
+                chunk = g[k: k + self.batch_size]
+                results += self._run_group(chunk, index, errors)
+                advance(len(refs) * len(chunk) / len(jobs))
         results.sort(key=lambda r: r["job"].order)
         shard_rel = f"shards/{self.out.shard_name(index)}.h5"
         rows, outputs = [], []
@@ -308,14 +313,15 @@ class Generator:
         shard_errors: list[dict] = []
         bar = _progress(len(refs), self.progress)
         for index, shard_refs in enumerate(shards):
+            target = bar.n + len(shard_refs)
             if resuming and self.out.shard_done(index):
                 rows, errs = self.out.shard_rows(index)
                 summary.resumed_shards += 1
             else:
-                rows, errs = self._shard(index, shard_refs, by_name)
+                rows, errs = self._shard(index, shard_refs, by_name, bar.update)
             all_rows += rows
             shard_errors += errs
-            bar.update(len(shard_refs))
+            bar.update(target - bar.n)      # settle on the whole entry count (batches advanced by fractions)
             bar.set_postfix(outputs=len(all_rows), errors=len(shard_errors) + len(self.run_errors))
         bar.close()
         errors = self.run_errors + shard_errors
@@ -352,7 +358,9 @@ class Generator:
 def _progress(total: int, enabled: bool):
     from tqdm import tqdm
 
-    return tqdm(total=total, unit="item", desc="generate", disable=not enabled, dynamic_ncols=True)
+    # Batches advance the bar by fractions of an entry; show the count rounded.
+    fmt = "{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total_fmt} [{elapsed}<{remaining}, {rate_fmt}{postfix}]"
+    return tqdm(total=total, unit="item", desc="generate", disable=not enabled, dynamic_ncols=True, bar_format=fmt)
 
 
 def generate(sources: list[str] | str = "phantoms", out: str | Path = "out", **kwargs: Any) -> Summary:
