@@ -40,6 +40,46 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--no-progress", action="store_true")
 
     sub.add_parser("list", help="list the registered degradations and their severity tables")
+
+    model = argparse.ArgumentParser(add_help=False)
+    model.add_argument("--model", default="observer",
+                       help="hf:PATH_OR_ID, vllm:ID, openai:MODEL@URL, observer (default), random or majority")
+    model.add_argument("--template", default="medq-deg", help="prompt template: medq-deg, medq-bench or verbal")
+    model.add_argument("--trials", type=int, default=0, help="T sampled answers per item for vote confidence")
+    model.add_argument("--temperature", type=float, default=1.0, help="sampling temperature of the T trials")
+    model.add_argument("--max-new-tokens", type=int, default=16)
+    model.add_argument("--no-letter-probs", action="store_true", help="skip option-letter probabilities")
+    model.add_argument("--model-batch-size", type=int, default=8, help="queries per model call")
+    model.add_argument("--label", default=None, help="name of this model in reports (default: the spec)")
+    model.add_argument("--judge", default=None, help="backend spec of the judge for reasoning items")
+    model.add_argument("--bootstrap", type=int, default=1000, help="paired bootstrap resamples")
+    model.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    model.add_argument("--no-progress", action="store_true")
+
+    r = sub.add_parser("run", parents=[model], help="degrade and evaluate in one process (no files in between)")
+    r.add_argument("--source", action="append", default=None, help="as for generate (default: phantoms)")
+    r.add_argument("--out", required=True, help="output folder (a rerun resumes and skips answered items)")
+    r.add_argument("--degradations", type=_csv_list, default=None)
+    r.add_argument("--levels", type=_levels, default=(0, 1, 2))
+    r.add_argument("--severity", type=float, nargs="+", default=(), metavar="S")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--batch-size", type=int, default=16, help="degradation batch size")
+    r.add_argument("--limit", type=int, default=None)
+
+    e = sub.add_parser("eval", parents=[model], help="evaluate a generate folder or a VLMEvalKit TSV")
+    e.add_argument("--data", required=True, help="a folder written by generate, or a .tsv")
+    e.add_argument("--out", required=True)
+
+    rp = sub.add_parser("report", help="merge run folders into one leaderboard")
+    rp.add_argument("dirs", nargs="+")
+    rp.add_argument("--out", default=None, help="where to write (default: the first folder)")
+    rp.add_argument("--bootstrap", type=int, default=1000)
+
+    sv = sub.add_parser("serve", help="serve a backend over an OpenAI-compatible API (for local checks)")
+    sv.add_argument("--model", default="observer")
+    sv.add_argument("--host", default="127.0.0.1")
+    sv.add_argument("--port", type=int, default=8000)
+    sv.add_argument("--device", default="auto")
     return p
 
 
@@ -82,10 +122,75 @@ def cmd_generate(a: argparse.Namespace) -> int:
     return 0
 
 
+def _print_eval(metrics: dict, out: str) -> None:
+    from .eval.report import level_table
+
+    info = metrics.get("run", {})
+    if info.get("wall_s"):
+        print(f"\n{info['answered']} answered ({info['skipped_done']} already done, {info['failed']} failed) in "
+              f"{info['wall_s']:.1f} s: {info['items_per_s'] or 0:.2f} items/s end to end, "
+              f"{info['model_items_per_s'] or 0:.2f} items/s in the model")
+    print(level_table(metrics))
+    print(f"\npredictions: {out}/predictions.jsonl\nreport: {out}/report.md, {out}/report.html")
+
+
+def cmd_eval(a: argparse.Namespace) -> int:
+    from .eval.api import EvalError, evaluate_data, report, run
+    from .eval.backends import Decoding
+
+    try:
+        if a.command == "report":
+            metrics = report(a.dirs, a.out, n_boot=a.bootstrap)
+            _print_eval(metrics, a.out or a.dirs[0])
+            return 0
+        decoding = Decoding(max_new_tokens=a.max_new_tokens, trials=a.trials, temperature=a.temperature,
+                            letter_probs=not a.no_letter_probs)
+        common = dict(model=a.model, device=a.device, template=a.template, decoding=decoding,
+                      model_batch_size=a.model_batch_size, label=a.label, progress=not a.no_progress,
+                      judge=a.judge, n_boot=a.bootstrap)
+        if a.command == "run":
+            from .engine import GenerateError
+
+            try:
+                metrics = run(a.out, sources=a.source, degradations=a.degradations, levels=a.levels,
+                              severities=tuple(a.severity), seed=a.seed, batch_size=a.batch_size, limit=a.limit,
+                              **common)
+            except GenerateError as e:
+                raise EvalError(str(e)) from None
+        else:
+            metrics = evaluate_data(a.data, a.out, **common)
+    except EvalError as e:
+        print(f"medq-synth {a.command}: error: {e}", file=sys.stderr)
+        return 2
+    _print_eval(metrics, a.out)
+    return 0
+
+
+def cmd_serve(a: argparse.Namespace) -> int:
+    from .eval.backends import BackendError, load_backend
+    from .eval.server import make_server
+
+    try:
+        server = make_server(load_backend(a.model, device=a.device), a.host, a.port)
+    except BackendError as e:
+        print(f"medq-synth serve: error: {e}", file=sys.stderr)
+        return 2
+    print(f"serving {a.model} at http://{a.host}:{server.server_address[1]}/v1 (Ctrl-C stops)")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
     if a.command == "list":
         return cmd_list()
+    if a.command == "serve":
+        return cmd_serve(a)
+    if a.command in ("run", "eval", "report"):
+        return cmd_eval(a)
     return cmd_generate(a)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -261,25 +261,46 @@ class Generator:
                  "params": json.dumps(r["params"], sort_keys=True)}
         return row, attrs, image
 
-    def _shard(self, index: int, refs: list[Ref], by_name: dict[str, Source],
-               advance: Callable[[float], None]) -> tuple[list[dict], list[dict]]:
-        """Compute, write and commit one shard; ``advance`` receives progress in source entries."""
-        items, errors = [], []
+    def _batches(self, index: int, refs: list[Ref], by_name: dict[str, Source], advance: Callable[[float], None],
+                 errors: list[dict], want: Callable[[Job], bool] | None = None) -> Iterator[list[dict[str, Any]]]:
+        """Load one shard's entries and yield each degraded batch (unwritten); ``want`` drops jobs up front
+        (the eval loop skips outputs it has already answered) and ``advance`` receives progress in entries."""
+        items = []
         for ref in refs:
             good, errs = self._load(by_name, ref, index)
             items += good
             errors += errs
-        jobs = self._jobs(items)
+        jobs = [j for j in self._jobs(items) if want is None or want(j)]
         groups: dict[tuple, list[Job]] = defaultdict(list)
         for j in jobs:
             groups[(j.deg_name, j.level_key, j.item.shape)].append(j)
-        results = []
         for key in sorted(groups, key=str):
             g = groups[key]
             for k in range(0, len(g), self.batch_size):
                 chunk = g[k: k + self.batch_size]
-                results += self._run_group(chunk, index, errors)
+                results = self._run_group(chunk, index, errors)
                 advance(len(refs) * len(chunk) / len(jobs))
+                yield results
+
+    def stream(self, want: Callable[[Job], bool] | None = None,
+               advance: Callable[[float], None] | None = None) -> Iterator[list[dict[str, Any]]]:
+        """Degrade every job in memory, batch by batch, writing nothing (the ``run`` command's producer).
+        Load and degrade errors accumulate in ``self.stream_errors``."""
+        sources, refs = self._open_sources()
+        if not refs:
+            reasons = "; ".join(e["reason"] for e in self.run_errors) or "the sources hold no items"
+            raise GenerateError(f"no input items: {reasons}")
+        by_name = {s.name: s for s in sources}
+        self.stream_errors: list[dict] = []
+        for index, k in enumerate(range(0, len(refs), self.shard_items)):
+            yield from self._batches(index, refs[k: k + self.shard_items], by_name, advance or (lambda _: None),
+                                     self.stream_errors, want)
+
+    def _shard(self, index: int, refs: list[Ref], by_name: dict[str, Source],
+               advance: Callable[[float], None]) -> tuple[list[dict], list[dict]]:
+        """Compute, write and commit one shard; ``advance`` receives progress in source entries."""
+        errors: list[dict] = []
+        results = [r for batch in self._batches(index, refs, by_name, advance, errors) for r in batch]
         results.sort(key=lambda r: r["job"].order)
         shard_rel = f"shards/{self.out.shard_name(index)}.h5"
         rows, outputs = [], []

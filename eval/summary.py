@@ -1,0 +1,119 @@
+"""metrics.json: every score of one model (one ``label``) from its prediction records."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+import numpy as np
+
+from . import metrics as M
+from .parsing import UNPARSED
+
+CONF_SOURCES = ("vote", "letter", "verbal")
+
+
+def _level_order(key: str) -> tuple[int, float]:
+    return (0, float(key[1:])) if key.startswith("L") else (1, float(key[1:]))
+
+
+def _by(records: list[dict[str, Any]], field: str, value: str = "correct") -> dict[str, float]:
+    groups: dict[str, list] = defaultdict(list)
+    for r in records:
+        groups[str(r.get(field) if r.get(field) is not None else "none")].append(r[value])
+    keys = sorted(groups, key=_level_order) if field == "level_key" else sorted(groups)
+    return {k: float(np.mean(groups[k])) for k in keys}
+
+
+def _two_way(records: list[dict[str, Any]], field: str) -> dict[str, dict[str, float]]:
+    out: dict[str, dict[str, float]] = {}
+    for name in sorted({str(r[field]) for r in records if r["level"] != 0}):
+        bases = {r["base_id"] for r in records if str(r[field]) == name}
+        sel = [r for r in records if str(r[field]) == name or (r["level"] == 0 and r["base_id"] in bases)]
+        out[name] = _by(sel, "level_key")
+    return out
+
+
+def _confidence(records: list[dict[str, Any]], src: str) -> dict[str, Any] | None:
+    rows = [r for r in records if r["confidence"].get(src) is not None]
+    if not rows:
+        return None
+    conf = np.array([r["confidence"][src] for r in rows])
+    top = np.array([r["top"][src] for r in rows])
+    hit = np.array([r["top_correct"][src] for r in rows], dtype=float)
+    acc = np.array([r["correct"] for r in rows], dtype=float)
+    by_level = defaultdict(list)
+    for r in rows:
+        by_level[r["level_key"]].append(r)
+    out = {"n": len(rows), "mean_confidence": float(conf.mean()),
+           "calibration_shift": M.calibration_shift(conf, acc),
+           "calibration_shift_by_level": {k: M.calibration_shift(
+               np.array([r["confidence"][src] for r in v]), np.array([r["correct"] for r in v], float))
+               for k, v in sorted(by_level.items(), key=lambda kv: _level_order(kv[0]))},
+           "mean_confidence_by_level": {k: float(np.mean([r["confidence"][src] for r in v]))
+                                        for k, v in sorted(by_level.items(), key=lambda kv: _level_order(kv[0]))},
+           "ece_equal_width_15": M.ece(top, hit, 15, "width")["ece"],
+           "ece_equal_mass_15": M.ece(top, hit, 15, "mass")["ece"],
+           "mce_equal_width_15": M.ece(top, hit, 15, "width")["mce"],
+           "brier_top1": M.brier(top, hit), "auroc": M.auroc(top, hit.astype(bool)),
+           "reliability": M.reliability(top, hit, 10)}
+    for key in ("letter_T3", "letter_T10"):
+        if src == "letter" and all(r["confidence"].get(key) is not None for r in rows):
+            out[f"calibration_shift_{key.split('_')[1]}"] = M.calibration_shift(
+                np.array([r["confidence"][key] for r in rows]), acc)
+    acc_lv = {0: M.accuracy(r["correct"] for r in rows if r["level"] == 0),
+              2: M.accuracy(r["correct"] for r in rows if r["level"] == 2)}
+    shift_lv = {lv: out["calibration_shift_by_level"].get(f"L{lv}") for lv in (0, 2)}
+    out["dunning_kruger_intra"] = M.intra_model_dke(acc_lv, shift_lv)
+    return out
+
+
+def summarise(records: list[dict[str, Any]], n_failed: int = 0, n_boot: int = 1000) -> dict[str, Any]:
+    """All metrics of one label's records (MCQ records only; reasoning records are scored by the judge)."""
+    recs = [r for r in records if r.get("kind", "mcq") == "mcq"]
+    if not recs:
+        return {"n": 0, "n_failed": n_failed}
+    for r in recs:
+        r["parsed"] = r["pred"] != UNPARSED
+        r["parsed_strict"] = r["pred_strict"] != UNPARSED
+        r["correct_strict"] = r["pred_strict"] == r["answer"]
+    out: dict[str, Any] = {
+        "n": len(recs), "n_failed": n_failed, "n_base_items": len({r["base_id"] for r in recs}),
+        "accuracy": M.accuracy(r["correct"] for r in recs),
+        "accuracy_strict": M.accuracy(r["correct_strict"] for r in recs),
+        "parse_rate": M.accuracy(r["parsed"] for r in recs),
+        "parse_rate_strict": M.accuracy(r["parsed_strict"] for r in recs),
+        "parse_rate_by_level": _by(recs, "level_key", "parsed"),
+        "parse_rate_strict_by_level": _by(recs, "level_key", "parsed_strict"),
+        "accuracy_strict_by_level": _by(recs, "level_key", "correct_strict"),
+    }
+    out["accuracy_by"] = {g: _by(recs, "level_key" if g == "level" else g) for g in M.GROUPS}
+    out["accuracy_by_degradation_level"] = _two_way(recs, "degradation")
+    out["accuracy_by_category_level"] = _two_way(recs, "category")
+    drops: dict[str, Any] = {}
+    for lv in (1, 2):
+        drops[f"L{lv}-L0"] = M.level_drop(recs, lv)
+    drops["by_degradation"] = {d: {f"L{lv}-L0": M.level_drop(recs, lv, d) for lv in (1, 2)}
+                               for d in sorted({r["degradation"] for r in recs if r["level"] != 0})}
+    out["drops"] = drops
+
+    out["bootstrap_95"] = M.paired_bootstrap([r["base_id"] for r in recs], [r["level"] for r in recs],
+                                             [r["correct"] for r in recs], n_boot)
+    out["confidence"] = {src: c for src in CONF_SOURCES if (c := _confidence(recs, src))}
+    return out
+
+
+def leaderboard(per_label: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Inter-model DKE per level and source, from each label's accuracy and Calibration Shift."""
+    out: dict[str, Any] = {}
+    for src in CONF_SOURCES:
+        for lv in ("L0", "L1", "L2"):
+            models = {}
+            for name, m in per_label.items():
+                c = m.get("confidence", {}).get(src)
+                acc = m.get("accuracy_by", {}).get("level", {}).get(lv)
+                if c and acc is not None and lv in c["calibration_shift_by_level"]:
+                    models[name] = (acc, c["calibration_shift_by_level"][lv])
+            if len(models) > 1:
+                out.setdefault(src, {})[lv] = M.inter_model_dke(models)
+    return out

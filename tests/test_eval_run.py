@@ -1,0 +1,182 @@
+"""run / eval / report end to end: exact accuracy of a forced model, SIGKILL resume, a MedQ-Deg TSV, merging."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from medq_synth.eval.api import evaluate_data, report, run
+from medq_synth.eval.backends import Backend, Decoding, Reply
+from medq_synth.eval.parsing import UNPARSED
+
+from . import tiny_vlm
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class Scripted(Backend):
+    """Answers ``text`` to everything (``None``: garbage that no parser accepts)."""
+
+    def __init__(self, text: str | None, name: str = "scripted") -> None:
+        self.text, self.name = text, name
+
+    def answer(self, queries, decoding):
+        return [Reply(text=self.text if self.text is not None else "I can't assess this image, sorry.")
+                for _ in queries]
+
+
+def _preds(out: Path) -> list[dict]:
+    return [json.loads(x) for x in (out / "predictions.jsonl").read_text().splitlines()]
+
+
+def test_forced_tiny_model_accuracy_is_exact(tmp_path):
+    pytest.importorskip("transformers")
+    from medq_synth.eval.backends import load_backend
+
+    folder = tiny_vlm.build("qwen2_vl", tmp_path / "m")
+    b = load_backend(f"hf:{folder}", device="cpu")
+    tiny_vlm.force_letter(b, "A")
+    m = run(tmp_path / "out", model=b, degradations=["gaussian_noise", "rotation"], limit=8, device="cpu",
+            decoding=Decoding(max_new_tokens=2), progress=False, n_boot=50)
+    preds = _preds(tmp_path / "out")
+    # --limit 8 = 6 phantoms with a question + 2 real images without; each: L0 + 2 degradations x L1/L2
+    assert len(preds) == 6 * 5 and all(p["pred"] == "A" for p in preds)
+    lab = m["labels"][b.name]
+    assert lab["accuracy"] == np.mean([p["answer"] == "A" for p in preds])
+    for lv in ("L0", "L1", "L2"):
+        at = [p["answer"] == "A" for p in preds if p["level_key"] == lv]
+        assert lab["accuracy_by"]["level"][lv] == pytest.approx(np.mean(at), abs=1e-9)
+    assert lab["confidence"]["letter"]["mean_confidence"] > 0.99
+
+
+def test_garbage_outputs_are_unparsed_and_counted(tmp_path):
+    m = run(tmp_path, model=Scripted(None, "garbage"), degradations=["gaussian_blur"], limit=4, device="cpu",
+            progress=False, n_boot=20)
+    lab = m["labels"]["garbage"]
+    assert lab["accuracy"] == 0.0 and lab["parse_rate"] == 0.0
+    assert lab["parse_rate_by_level"] == {"L0": 0.0, "L1": 0.0, "L2": 0.0}
+    assert all(p["pred"] == UNPARSED for p in _preds(tmp_path))
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "medq_synth", *args]
+
+
+def _comparable(out: Path) -> tuple[set, dict]:
+    lines = set((out / "predictions.jsonl").read_text().splitlines())
+    metrics = json.loads((out / "metrics.json").read_text())
+    return lines, metrics["labels"]
+
+
+def test_sigkill_resume_gives_the_same_predictions_and_metrics(tmp_path):
+    args = ["run", "--limit", "8", "--degradations", "gaussian_noise,rotation,motion_blur", "--device", "cpu",
+            "--model-batch-size", "2", "--batch-size", "4", "--bootstrap", "50", "--no-progress"]
+    ref = tmp_path / "ref"
+    subprocess.run(_cli(*args, "--out", str(ref)), check=True, capture_output=True, cwd=ROOT)
+    out = tmp_path / "killed"
+    proc = subprocess.Popen(_cli(*args, "--out", str(out)), cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    pred = out / "predictions.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and (not pred.exists() or len(pred.read_bytes().splitlines()) < 10):
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    partial = len(pred.read_bytes().splitlines())
+    assert 10 <= partial < 42, "the kill should land mid-run"
+    res = subprocess.run(_cli(*args, "--out", str(out)), check=True, capture_output=True, text=True, cwd=ROOT)
+    assert "already done" in res.stdout
+    lines, metrics = _comparable(out)
+    ref_lines, ref_metrics = _comparable(ref)
+    assert lines == ref_lines and len(lines) == 42
+    assert metrics == ref_metrics
+
+
+def _png_b64(value: int) -> str:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.full((32, 32), value, np.uint8)).save(buf, format="PNG")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+class ByBrightness(Backend):
+    name = "by-brightness"
+
+    def answer(self, queries, decoding):
+        return [Reply(text="A" if q.images[0].mean() < 128 else "B") for q in queries]
+
+
+def test_eval_medq_deg_tsv(tmp_path):
+    """A TSV in MedQ-Deg's released format: accuracy by level, modality and degradation type equal the
+    values computed here from the rows; bad rows are recorded, not fatal."""
+    cols = ["index", "image", "question", "A", "B", "C", "D", "E", "answer", "modality", "degradation_type",
+            "degradation_severity", "source"]
+    plan = [("CT", "none", ""), ("CT", "low_dose", "L1"), ("CT", "low_dose", "L2"), ("MRI", "none", ""),
+            ("MRI", "ghosting_artifact", "mild"), ("MRI", "ghosting_artifact", "severe"), ("X-ray", "none", ""),
+            ("X-ray", "rotation_artifact", "L1"), ("X-ray", "rotation_artifact", "L2")]
+    level = {"": "L0", "L1": "L1", "mild": "L1", "L2": "L2", "severe": "L2"}
+    rows, expect, k = [], [], 0
+    for q in range(3):
+        for mod, typ, sev in plan:
+            ans = "ABC"[(q + len(mod)) % 3]                 # one answer per base item, kept across levels
+            value = (k * 37 + 11) % 256
+            rows.append([str(k), _png_b64(value), f"Question {q} about {mod}?", "yes", "no", "maybe", "", "", ans,
+                         mod, typ, sev, "GMAI"])
+            expect.append({"level": level[sev], "modality": mod, "deg": typ, "base": (q, mod),
+                           "correct": ("A" if value < 128 else "B") == ans})
+            k += 1
+    rows.append([str(k), "not-base64!!", "Q?", "a", "b", "", "", "", "A", "CT", "none", "", "GMAI"])
+    rows.append([str(k + 1), rows[0][1], "Q?", "a", "b", "", "", "", "", "CT", "none", "", "GMAI"])
+    tsv = tmp_path / "MedQ-Robust-simulate-dev.tsv"
+    tsv.write_text("\t".join(cols) + "\n" + "".join("\t".join(r) + "\n" for r in rows))
+    m = evaluate_data(tsv, tmp_path / "out", model=ByBrightness(), progress=False, n_boot=50)
+    lab = m["labels"]["by-brightness"]
+    assert lab["n"] == 27
+
+    def mean(sel):
+        return pytest.approx(np.mean([e["correct"] for e in expect if sel(e)]))
+
+    assert lab["accuracy_by"]["level"] == {lv: mean(lambda e, lv=lv: e["level"] == lv) for lv in ("L0", "L1", "L2")}
+    mods = {"CT": "ct", "MRI": "mri", "X-ray": "xray"}
+    assert lab["accuracy_by"]["modality"] == {mods[x]: mean(lambda e, x=x: e["modality"] == x) for x in mods}
+    for typ in ("low_dose", "ghosting_artifact", "rotation_artifact"):
+        assert lab["accuracy_by"]["degradation"][typ] == mean(lambda e, t=typ: e["deg"] == t)
+        bases = {e["base"] for e in expect if e["deg"] == typ}
+        drop = np.mean([e["correct"] for e in expect if e["deg"] == typ and e["level"] == "L2"]) - np.mean(
+            [e["correct"] for e in expect if e["level"] == "L0" and e["base"] in bases])
+        assert lab["drops"]["by_degradation"][typ]["L2-L0"] == pytest.approx(drop)
+    assert lab["accuracy_by"]["category"]["noise"] == lab["accuracy_by"]["degradation"]["low_dose"]
+    errors = [json.loads(x) for x in (tmp_path / "out" / "errors.jsonl").read_text().splitlines()]
+    assert sorted(e["item"] for e in errors) == [str(k), str(k + 1)]
+    assert "answer ''" in " ".join(e["reason"] for e in errors)
+    assert (tmp_path / "out" / "report.html").exists()
+    assert not (tmp_path / "out" / "plots" / "reliability.png").exists()       # no confidence source: no diagram
+
+
+def test_report_merges_models_and_cli_prints_table(tmp_path):
+    a, b = tmp_path / "obs", tmp_path / "rnd"
+    args = ["--limit", "4", "--degradations", "gaussian_noise", "--device", "cpu", "--bootstrap", "20", "--no-progress"]
+    r = subprocess.run(_cli("run", *args, "--out", str(a)), capture_output=True, text=True, cwd=ROOT, check=True)
+    assert "observer" in r.stdout and "L2" in r.stdout
+    subprocess.run(_cli("run", *args, "--model", "random", "--trials", "3", "--out", str(b)), check=True,
+                   capture_output=True, cwd=ROOT)
+    m = report([a, b], tmp_path / "merged", n_boot=20)
+    assert set(m["labels"]) == {"observer", "random"}
+    assert set(m["labels"]["random"]["confidence"]) == {"letter", "vote"}
+    md = (tmp_path / "merged" / "report.md").read_text()
+    assert "| observer |" in md and "| random |" in md
+    for png in ("accuracy_by_degradation", "confidence_vs_accuracy", "reliability"):
+        assert (tmp_path / "merged" / "plots" / f"{png}.png").stat().st_size > 1000
+    bad = subprocess.run(_cli("run", "--out", str(tmp_path / "x"), "--model", "nope:thing"), capture_output=True,
+                         text=True, cwd=ROOT)
+    assert bad.returncode == 2 and "unknown model spec" in bad.stderr
