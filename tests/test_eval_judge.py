@@ -1,0 +1,60 @@
+"""MedQ-Bench reasoning: the four-axis judge with a scripted judge backend, and the rule-based verdict."""
+
+from __future__ import annotations
+
+import pytest
+from medq_synth.eval.backends import Backend, Reply
+from medq_synth.eval.judge import AXES, judge_records, judge_summary, rule_quality
+
+
+class ScriptedJudge(Backend):
+    """Grades by axis; garbage for preciseness on the first call, then a score (exercises the retry)."""
+
+    name = "judge"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def answer(self, queries, decoding):
+        self.calls += 1
+        out = []
+        for q in queries:
+            assert q.images == [] and "[GOLDEN DESC]" in q.prompt          # text only
+            axis = q.key.rsplit(":", 1)[1]
+            text = {"completeness": "Score: 2", "consistency": "Score\uff1a1", "quality_accuracy": '{"score": 0}',
+                    "preciseness": "no idea" if self.calls == 1 else "Score: 1.5"}[axis]
+            out.append(Reply(text=text))
+        return out
+
+
+def test_judge_axes_overall_and_retry():
+    recs = [{"key": f"k{i}", "kind": "description", "response": "Noisy. Overall, the quality of this image is usable.",
+             "reference": "Strong noise. Overall, the quality of this image is reject."} for i in range(3)]
+    judge = ScriptedJudge()
+    judge_records(judge, recs, batch_size=5)
+    assert judge.calls == 4                   # 12 axis queries in 3 calls, then one retry for preciseness
+    s = judge_summary([r["judge"] for r in recs])
+    assert (s["completeness"], s["preciseness"], s["consistency"], s["quality_accuracy"]) == (2.0, 1.5, 1.0, 0.0)
+    assert s["overall"] == pytest.approx(4.5) and s["quality_rule"] == 1.0        # usable vs reject: adjacent
+    assert set(AXES) <= set(recs[0]["judge"])
+
+
+def test_unparsable_judge_is_dropped_not_zero():
+    class Mute(Backend):
+        def answer(self, queries, decoding):
+            return [Reply(text="...") for _ in queries]
+
+    recs = [{"key": "a", "kind": "comparison", "response": "Image A is sharper.", "reference": "Image B is better."}]
+    judge_records(Mute(), recs)
+    s = judge_summary([recs[0]["judge"]])
+    assert s["completeness"] is None and s["completeness_n"] == 0 and s["overall"] is None
+    assert s["quality_rule"] == 0.0                     # A vs B: different winner
+
+
+@pytest.mark.parametrize("out,ref,expected", [
+    ("the quality of this image is good", "The quality of the image is good.", 2.0),
+    ("the quality of this image is good", "the quality of this image is reject", 0.0),
+    ("no verdict", "the quality of this image is good", None),
+])
+def test_rule_quality(out, ref, expected):
+    assert rule_quality(out, ref, "description") == expected
