@@ -40,9 +40,8 @@ def _cpu_model() -> str:
 
 
 def premade(limit: int, device: str) -> list:
-    from medq_synth.eval.datasets import engine_batches
-
     from medq_synth.engine import Generator
+    from medq_synth.eval.datasets import engine_batches
 
     gen = Generator(["phantoms"], tempfile.mkdtemp(), degradations=DEGRADATIONS, limit=limit, device=device,
                     progress=False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -20,11 +21,11 @@ class EvalError(Exception):
     """The evaluation cannot start (bad model spec, no data): the message says why."""
 
 
-def _backend(model: str | Backend, device: str) -> Backend:
+def _backend(model: str | Backend, device: str, options: dict[str, Any] | None = None) -> Backend:
     if isinstance(model, Backend):
         return model
     try:
-        return load_backend(model, device=device)
+        return load_backend(model, device=device, **(options or {}))
     except BackendError as e:
         raise EvalError(str(e)) from None
 
@@ -47,8 +48,9 @@ def run(out: str | Path, model: str | Backend = "observer", sources: list[str] |
         severities: tuple[float, ...] = (), seed: int = 0, device: str = "auto", batch_size: int = 16,
         limit: int | None = None, template: str = "medq-deg", decoding: Decoding | None = None,
         model_batch_size: int = 8, label: str | None = None, progress: bool = True, judge: str | None = None,
-        n_boot: int = 1000) -> dict[str, Any]:
-    """Degrade on ``device`` and answer in the same process (``medq-synth run``); returns metrics.json."""
+        n_boot: int = 1000, backend_options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Degrade on ``device`` and answer in the same process (``medq-synth run``); returns metrics.json.
+    ``backend_options`` go to the backend's constructor (hf: ``dtype``, ``processor_kwargs``)."""
     from medq_synth.engine import GenerateError, Generator
 
     out = Path(out)
@@ -60,7 +62,7 @@ def run(out: str | Path, model: str | Backend = "observer", sources: list[str] |
                         progress=False)
     except (GenerateError, ValueError) as e:
         raise EvalError(str(e)) from None
-    backend = _backend(model, device)
+    backend = _backend(model, device, backend_options)
     name = model if isinstance(model, str) else backend.name
     setting = Setting(model=name, label=label or name, template=template, decoding=decoding,
                       data_tag=f"seed={seed}")
@@ -71,7 +73,8 @@ def run(out: str | Path, model: str | Backend = "observer", sources: list[str] |
     from tqdm import tqdm
 
     bar = tqdm(total=None, desc="degrade", unit="entry", disable=not progress, position=0, dynamic_ncols=True)
-    batches = engine_batches(gen, lambda s: not store.done(setting.key(s)), bar.update)
+    skipped: Counter = Counter()
+    batches = engine_batches(gen, lambda s: not store.done(setting.key(s)), bar.update, skipped)
     try:
         stats = evaluate(batches, backend, setting, store, model_batch_size, progress=progress,
                          on_record=FailureSheet(out))
@@ -82,7 +85,7 @@ def run(out: str | Path, model: str | Backend = "observer", sources: list[str] |
     store.error(getattr(gen, "stream_errors", []))
     extra = {"command": "run", "sources": gen.source_specs, "degradations": [d.name for d in gen.degs],
              "levels": list(gen.levels), "severities": list(gen.severities), "seed": seed,
-             "device": str(gen.device), "limit": limit}
+             "device": str(gen.device), "limit": limit, "skipped": dict(sorted(skipped.items()))}
     return _finish(out, store, setting, stats, extra, judge, device, n_boot)
 
 
@@ -100,7 +103,7 @@ def _gold_answers(gen) -> list[tuple[str, str | None]]:
 def evaluate_data(data: str | Path, out: str | Path, model: str | Backend = "observer", device: str = "auto",
                   template: str = "medq-deg", decoding: Decoding | None = None, model_batch_size: int = 8,
                   label: str | None = None, progress: bool = True, judge: str | None = None,
-                  n_boot: int = 1000) -> dict[str, Any]:
+                  n_boot: int = 1000, backend_options: dict[str, Any] | None = None) -> dict[str, Any]:
     """Evaluate a generated folder or a VLMEvalKit TSV (``medq-synth eval``); returns metrics.json."""
     data, out = Path(data), Path(out)
     try:
@@ -109,7 +112,7 @@ def evaluate_data(data: str | Path, out: str | Path, model: str | Backend = "obs
         raise EvalError(str(e)) from None
     if not data.exists():
         raise EvalError(f"--data {data} does not exist")
-    backend = _backend(model, device)
+    backend = _backend(model, device, backend_options)
     name = model if isinstance(model, str) else backend.name
     setting = Setting(model=name, label=label or name, template=template, decoding=decoding or Decoding(),
                       data_tag=f"data={data.resolve()}")

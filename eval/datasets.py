@@ -10,6 +10,7 @@ import hashlib
 import io
 import json
 import sys
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -62,11 +63,34 @@ def job_sample(job, images: list[np.ndarray], params: dict[str, Any] | None = No
                   options=dict(qa.options), answer=qa.answer, meta=meta)
 
 
-def engine_batches(gen, want: Callable[[Sample], bool], advance: Callable[[float], None]) -> Iterator[list[Sample]]:
-    """Degrade on the generator's device and yield samples batch by batch (only jobs ``want`` keeps)."""
+# Phantom questions about where a lesion is are not invariant under these transforms (a 153 degree rotation
+# moves the upper-left lesion to the lower right), so their gold answer would be wrong: such pairs are skipped
+# and counted. Lesion counts and diagnosis questions are kept.
+GEOMETRIC = frozenset({"rotation", "movement"})
+SPATIAL_TASKS = frozenset({"lesion_presence", "lesion_side"})
+
+
+def skip_reason(job) -> str | None:
+    """Why a job cannot be asked, or None."""
+    qa = job.item.qa
+    if not qa or len(qa.options) < 2:
+        return "no multiple-choice question"
+    if job.deg is not None and job.deg.name in GEOMETRIC and qa.extra.get("task") in SPATIAL_TASKS:
+        return "spatial question under a geometric degradation"
+    return None
+
+
+def engine_batches(gen, want: Callable[[Sample], bool], advance: Callable[[float], None],
+                   skipped: Counter | None = None) -> Iterator[list[Sample]]:
+    """Degrade on the generator's device and yield samples batch by batch (only jobs ``want`` keeps);
+    ``skipped`` counts the jobs that cannot be asked, by reason."""
     def keep(job) -> bool:
-        qa = job.item.qa
-        return bool(qa and len(qa.options) >= 2) and want(job_sample(job, []))
+        reason = skip_reason(job)
+        if reason:
+            if skipped is not None:
+                skipped[reason] += 1
+            return False
+        return want(job_sample(job, []))
 
     for results in gen.stream(want=keep, advance=advance):
         yield [engine_sample(r) for r in results]
@@ -109,7 +133,7 @@ def tsv_rows(path: Path, errors: list[dict[str, Any]]) -> list[dict[str, str]]:
     except (OSError, UnicodeDecodeError, csv.Error) as e:
         errors.append({"stage": "data", "source": str(path), "reason": f"cannot read TSV: {e}"})
         return []
-    missing = [c for c in ("index", "question") if c not in cols]
+    missing = [c for c in ("index", "question") if c not in cols and not (c == "question" and "description" in cols)]
     if not cols & {"image", "image_path", "image_a"}:
         missing.append("image")
     if missing:

@@ -52,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--model-batch-size", type=int, default=8, help="queries per model call")
     model.add_argument("--label", default=None, help="name of this model in reports (default: the spec)")
     model.add_argument("--judge", default=None, help="backend spec of the judge for reasoning items")
+    model.add_argument("--dtype", default=None, help="hf: torch dtype (default bfloat16 on CUDA, float32 on CPU)")
+    model.add_argument("--processor-arg", action="append", default=[], metavar="KEY=VALUE",
+                       help="hf: processor option, JSON value (e.g. max_pixels=200704); repeatable")
     model.add_argument("--bootstrap", type=int, default=1000, help="paired bootstrap resamples")
     model.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     model.add_argument("--no-progress", action="store_true")
@@ -130,8 +133,31 @@ def _print_eval(metrics: dict, out: str) -> None:
         print(f"\n{info['answered']} answered ({info['skipped_done']} already done, {info['failed']} failed) in "
               f"{info['wall_s']:.1f} s: {info['items_per_s'] or 0:.2f} items/s end to end, "
               f"{info['model_items_per_s'] or 0:.2f} items/s in the model")
+    for reason, n in (info.get("skipped") or {}).items():
+        print(f"not asked: {n} outputs ({reason})")
     print(level_table(metrics))
     print(f"\npredictions: {out}/predictions.jsonl\nreport: {out}/report.md, {out}/report.html")
+
+
+def _backend_options(a: argparse.Namespace) -> dict:
+    """hf-only options, passed only when given (other backends take none)."""
+    import json
+
+    opts: dict = {}
+    if a.dtype:
+        opts["dtype"] = a.dtype
+    if a.processor_arg:
+        kwargs = {}
+        for item in a.processor_arg:
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise SystemExit(f"--processor-arg needs KEY=VALUE, not {item!r}")
+            try:
+                kwargs[key] = json.loads(value)
+            except json.JSONDecodeError:
+                kwargs[key] = value
+        opts["processor_kwargs"] = kwargs
+    return opts
 
 
 def cmd_eval(a: argparse.Namespace) -> int:
@@ -147,7 +173,7 @@ def cmd_eval(a: argparse.Namespace) -> int:
                             letter_probs=not a.no_letter_probs)
         common = dict(model=a.model, device=a.device, template=a.template, decoding=decoding,
                       model_batch_size=a.model_batch_size, label=a.label, progress=not a.no_progress,
-                      judge=a.judge, n_boot=a.bootstrap)
+                      judge=a.judge, n_boot=a.bootstrap, backend_options=_backend_options(a))
         if a.command == "run":
             from .engine import GenerateError
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
 from medq_synth.eval.backends import BackendError, Decoding, Query, Reply, load_backend
 from medq_synth.eval.sampling import gumbel, hash_uniform
 
@@ -131,6 +132,42 @@ def test_vllm_backend_through_fake(fake_vllm):
     assert greedy[1].kwargs["temperature"] == 0.0 and greedy[1].kwargs["logprobs"] == 20
     seeds = [sp.kwargs["seed"] for sp in sampled[1]]
     assert [sp.kwargs["n"] for sp in sampled[1]] == [3, 3] and seeds == [q.seed & 0x7FFFFFFF for q in qs]
+
+
+def test_vllm_fewer_outputs_are_flagged_not_dropped(fake_vllm, tmp_path):
+    from medq_synth.eval.backends.vllm import VLLMBackend
+    from medq_synth.eval.records import Sample, Setting
+    from medq_synth.eval.runner import evaluate
+    from medq_synth.eval.store import Store
+
+    b = VLLMBackend("m", llm=_FakeLLM(drop=True))
+    img = np.zeros((32, 32, 3), np.uint8)
+    samples = [Sample(f"s{i}", f"s{i}", [img], "q?", {"A": "x", "B": "y"}, "B", {"level": 0}) for i in range(3)]
+    store = Store(tmp_path)
+    stats = evaluate([samples], b, Setting("vllm:m", "vllm:m", "medq-deg", Decoding()), store, batch_size=3,
+                     progress=False)
+    assert stats.answered == 2 and stats.failed == 1
+    assert [e["item"] for e in store.errors()] == ["s2"] and "2 replies for 3 queries" in store.errors()[0]["reason"]
+    assert all(r["correct"] for r in store.records.values())
+
+
+def test_hf_processor_options_cap_image_tokens(tiny_models):
+    big = Query("k", [np.zeros((200, 200, 3), np.uint8)], "Is A ?", "AB")
+    default = load_backend(f"hf:{tiny_models['qwen2_vl']}", device="cpu")
+    capped = load_backend(f"hf:{tiny_models['qwen2_vl']}", device="cpu",
+                          processor_kwargs={"size": {"shortest_edge": 56 * 56, "longest_edge": 56 * 56}})
+    assert default._inputs([big])["image_grid_thw"].tolist() == [[1, 8, 8]]       # the folder's 16-token cap
+    assert capped._inputs([big])["image_grid_thw"].tolist() == [[1, 4, 4]]
+    with pytest.raises(BackendError, match="unsupported option"):
+        load_backend("observer", dtype="float16")
+
+
+def test_hf_text_only_queries(tiny_models):
+    """The judge path: no image at all."""
+    b = load_backend(f"hf:{tiny_models['qwen2_vl']}", device="cpu")
+    r = b.answer([Query("j1", [], "Score : 2 ?"), Query("j2", [], "Answer with the option letter")],
+                 Decoding(max_new_tokens=3, letter_probs=False))
+    assert all(isinstance(x.text, str) and x.letter_probs is None for x in r)
 
 
 def test_runner_flags_fewer_replies_than_queries(tmp_path):

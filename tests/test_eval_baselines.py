@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
+
 from medq_synth.eval.backends import Decoding, Query, load_backend
 from medq_synth.eval.datasets import rgb
-
 from medq_synth.sources.phantoms import synthetic_item
 
 

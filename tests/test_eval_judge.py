@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from medq_synth.eval.backends import Backend, Reply
 from medq_synth.eval.judge import AXES, judge_records, judge_summary, rule_quality
 
@@ -58,3 +59,32 @@ def test_unparsable_judge_is_dropped_not_zero():
 ])
 def test_rule_quality(out, ref, expected):
     assert rule_quality(out, ref, "description") == expected
+
+
+def test_eval_reasoning_tsv_with_judge(tmp_path):
+    """MedQ-Bench no-reference and paired TSVs (no question column: the default instruction is used)."""
+    import base64
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from medq_synth.eval.api import evaluate_data
+
+    buf = io.BytesIO()
+    Image.fromarray(np.full((28, 28), 90, np.uint8)).save(buf, format="PNG")
+    img = base64.b64encode(buf.getvalue()).decode()
+    gold = "Strong noise. Overall, the quality of this image is reject."
+    desc = tmp_path / "medqbench_description_dev.tsv"
+    desc.write_text("index\timage\tdescription\tmodality\n" + "".join(f"{i}\t{img}\t{gold}\tCT\n" for i in range(3)))
+
+    class Describer(Backend):
+        name = "describer"
+
+        def answer(self, queries, decoding):
+            assert all("3 to 5 concise sentences" in q.prompt and len(q.images) == 1 for q in queries)
+            return [Reply(text="Grainy. Overall, the quality of this image is usable.") for _ in queries]
+
+    m = evaluate_data(desc, tmp_path / "out", model=Describer(), judge=ScriptedJudge(), progress=False)
+    j = m["labels"]["describer"]["judge"]
+    assert j["n"] == 3 and j["completeness"] == 2.0 and j["quality_rule"] == 1.0 and j["overall"] == 4.5

@@ -9,6 +9,7 @@ import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
+
 from medq_synth.eval import metrics as M
 from medq_synth.eval.confidence import expected_vote_confidence, letter_confidence, vote_confidence
 from medq_synth.eval.parsing import (

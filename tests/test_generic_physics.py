@@ -7,9 +7,9 @@ import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
-from medq_synth.physics import generic
 
 from medq_synth.degradations import REGISTRY
+from medq_synth.physics import generic
 
 GENERIC = ["gaussian_noise", "gaussian_blur", "motion_blur", "low_resolution", "adjust_brightness", "exposure",
            "reduce_contrast", "rotation", "movement"]
@@ -145,6 +145,7 @@ def test_physics_imports_without_kornia_at_import_time():
 def test_blocked_convolution_is_batch_invariant_for_any_block(block, split, taps):
     """The GPU uses multi-item blocks: an item's result must not depend on its block mates."""
     import kornia
+
     from medq_synth.physics.blocks import blocked
 
     x = _img(b=7, c=1, h=40, w=36, seed=3)

@@ -14,6 +14,13 @@ __all__ = ["Backend", "BackendError", "Decoding", "Query", "Reply", "load_backen
 
 def load_backend(spec: str, device: str = "auto", **options: Any) -> Backend:
     """The backend for a ``--model`` spec; raises BackendError with the reason when it cannot be built."""
+    try:
+        return _load(spec, device, **options)
+    except TypeError as e:          # an option the backend does not take (e.g. --dtype for a baseline)
+        raise BackendError(f"{spec}: unsupported option ({e})") from None
+
+
+def _load(spec: str, device: str, **options: Any) -> Backend:
     kind, _, rest = spec.partition(":")
     if kind in ("observer", "random", "majority") and not rest:
         from .baselines import BASELINES
