@@ -130,7 +130,7 @@ def evaluate_data(data: str | Path, out: str | Path, model: str | Backend = "obs
     return _finish(out, store, setting, stats, {"command": "eval", "data": str(data)}, judge, device, n_boot)
 
 
-def report(dirs: list[str | Path], out: str | Path | None = None, n_boot: int = 1000) -> dict[str, Any]:
+def report(dirs: list[str | Path], out: str | Path = "report", n_boot: int = 1000) -> dict[str, Any]:
     """Merge the predictions of several run folders into one leaderboard (``medq-synth report``)."""
     paths = [Path(d) for d in dirs]
     records: dict[str, dict[str, Any]] = {}
@@ -142,7 +142,6 @@ def report(dirs: list[str | Path], out: str | Path | None = None, n_boot: int = 
         for k, r in st.records.items():
             records.setdefault(k, r)
         unresolved += st.unresolved()
-    target = Path(out) if out else paths[0]
-    metrics = write_report(target, list(records.values()), unresolved, paths, {"merged": [str(p) for p in paths]},
+    metrics = write_report(Path(out), list(records.values()), unresolved, paths, {"merged": [str(p) for p in paths]},
                            n_boot)
     return json.loads(json.dumps(metrics, default=float))

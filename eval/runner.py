@@ -141,6 +141,11 @@ def evaluate(batches: Iterable[list[Sample]], backend: Backend, setting: Setting
             flush(pending)
     finally:
         producer.stop.set()
+        while producer.is_alive():          # unblock a producer waiting on a full queue, then let it stop
+            try:
+                producer.q.get(timeout=0.1)
+            except queue.Empty:
+                pass
         bar.close()
     stats.wall_s = time.perf_counter() - t0
     return stats

@@ -75,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     rp = sub.add_parser("report", help="merge run folders into one leaderboard")
     rp.add_argument("dirs", nargs="+")
-    rp.add_argument("--out", default=None, help="where to write (default: the first folder)")
+    rp.add_argument("--out", default="report", help="where to write the merged report (default: ./report)")
     rp.add_argument("--bootstrap", type=int, default=1000)
 
     sv = sub.add_parser("serve", help="serve a backend over an OpenAI-compatible API (for local checks)")
@@ -167,7 +167,7 @@ def cmd_eval(a: argparse.Namespace) -> int:
     try:
         if a.command == "report":
             metrics = report(a.dirs, a.out, n_boot=a.bootstrap)
-            _print_eval(metrics, a.out or a.dirs[0])
+            _print_eval(metrics, a.out)
             return 0
         decoding = Decoding(max_new_tokens=a.max_new_tokens, trials=a.trials, temperature=a.temperature,
                             letter_probs=not a.no_letter_probs)
