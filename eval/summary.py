@@ -13,8 +13,12 @@ from .parsing import UNPARSED
 CONF_SOURCES = ("vote", "letter", "verbal")
 
 
-def _level_order(key: str) -> tuple[int, float]:
-    return (0, float(key[1:])) if key.startswith("L") else (1, float(key[1:]))
+def _level_order(key: str) -> tuple[int, float, str]:
+    """L0 < L1 < L2 < continuous severities (s0.2500 ...) < anything else."""
+    try:
+        return (0 if key.startswith("L") else 1, float(key[1:]), "")
+    except ValueError:
+        return (2, 0.0, key)
 
 
 def _by(records: list[dict[str, Any]], field: str, value: str = "correct") -> dict[str, float]:
@@ -70,13 +74,10 @@ def _confidence(records: list[dict[str, Any]], src: str) -> dict[str, Any] | Non
 
 def summarise(records: list[dict[str, Any]], n_failed: int = 0, n_boot: int = 1000) -> dict[str, Any]:
     """All metrics of one label's records (MCQ records only; reasoning records are scored by the judge)."""
-    recs = [r for r in records if r.get("kind", "mcq") == "mcq"]
+    recs = [dict(r, parsed=r["pred"] != UNPARSED, parsed_strict=r["pred_strict"] != UNPARSED,
+                 correct_strict=r["pred_strict"] == r["answer"]) for r in records if r.get("kind", "mcq") == "mcq"]
     if not recs:
         return {"n": 0, "n_failed": n_failed}
-    for r in recs:
-        r["parsed"] = r["pred"] != UNPARSED
-        r["parsed_strict"] = r["pred_strict"] != UNPARSED
-        r["correct_strict"] = r["pred_strict"] == r["answer"]
     out: dict[str, Any] = {
         "n": len(recs), "n_failed": n_failed, "n_base_items": len({r["base_id"] for r in recs}),
         "accuracy": M.accuracy(r["correct"] for r in recs),

@@ -37,6 +37,8 @@ class HFBackend(Backend):
             raise BackendError(f"hf backend needs transformers (pip install 'medq-synth[eval]'): {e}") from None
         self.name = f"hf:{path}"
         self.device = _resolve(device)
+        if dtype and not isinstance(getattr(torch, dtype, None), torch.dtype):
+            raise BackendError(f"unknown torch dtype {dtype!r} (e.g. bfloat16, float16, float32)")
         torch_dtype = getattr(torch, dtype) if dtype else (torch.bfloat16 if self.device.type == "cuda"
                                                            else torch.float32)
         try:
@@ -48,7 +50,8 @@ class HFBackend(Backend):
         self.tok.padding_side = "left"
         self.letter_ids = {c: self._letter_token_ids(c) for c in "ABCDE"}
         gen = self.model.generation_config
-        self.pad_id = self.tok.pad_token_id if self.tok.pad_token_id is not None else gen.eos_token_id
+        eos = gen.eos_token_id[0] if isinstance(gen.eos_token_id, list) else gen.eos_token_id
+        self.pad_id = self.tok.pad_token_id if self.tok.pad_token_id is not None else eos
 
     def _letter_token_ids(self, letter: str) -> list[int]:
         ids = set()
