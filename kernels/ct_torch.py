@@ -8,8 +8,9 @@
   pixel and view, the detector coordinate of the ray through the pixel centre, linear interpolation of the
   filtered sinogram, and the fan weight (SID / L)^2 (flat) or (SID / |S - X|)^2 (equiangular).
 
-All take ``B x H x W`` / ``B x V x D`` float32 tensors and work view chunk by view chunk to bound memory, on
-fixed-size blocks of items (``physics.blocks``) so that an item's numbers do not depend on its batch.
+All take ``B x H x W`` / ``B x V x D`` float32 tensors, keep the batch as the innermost (contiguous) axis so that
+one index computation serves every item, and work view chunk by view chunk to bound memory. Every sum runs
+in an order that does not depend on the batch size (tested bit for bit).
 Written here rather than taken from a library: the maintained GPU projectors are GPL (astra, torch-radon) or
 non-commercial (torchtomo), and deepinv's pure-torch projector has no fan beam with a matched adjoint."""
 
@@ -19,84 +20,86 @@ import math
 
 import torch
 
-from medq_synth.physics.blocks import blocked
-
 from .geometry import Geometry, rays
 
-_CHUNK_ELEMENTS = 1 << 22        # (views x detectors x steps) per chunk
+_PAD = 2          # zero border (px) around the image: taps outside the image land there, no masks needed
 
 
-def _chunks(g: Geometry, per_view: int) -> list[slice]:
-    step = max(1, _CHUNK_ELEMENTS // max(per_view, 1))
-    return [slice(k, min(k + step, g.n_views)) for k in range(0, g.n_views, step)]
+class _Rays:
+    """All rays of a geometry, flattened ``(V * D,)``, in the form Joseph's stepping needs.
+
+    The image is read from a copy with a ``_PAD``-pixel zero border; a ray at step k reads column k (x-dominant)
+    or row k (y-dominant) at a fractional position along the other axis that is linear in k. Positions are
+    clamped into the border, so out-of-image taps read zeros without any mask."""
+
+    def __init__(self, g: Geometry, shape: tuple[int, int], pixel_mm: float, device: torch.device) -> None:
+        h, w = shape
+        o, d = rays(g, pixel_mm, device)
+        ox, oy, dx, dy = (t.reshape(-1) for t in (o[..., 0], o[..., 1], d[..., 0], d[..., 1]))
+        xdom = dx.abs() >= dy.abs()
+        sdx = torch.where(xdom, dx, torch.ones_like(dx))
+        sdy = torch.where(xdom, torch.ones_like(dy), dy)
+        r0 = (h - 1) / 2 - (oy + (-(w - 1) / 2 - ox) / sdx * dy)          # fractional row at column 0
+        c0 = ox + ((h - 1) / 2 - oy) / sdy * dx + (w - 1) / 2             # fractional column at row 0
+        self.start = torch.where(xdom, r0, c0).to(torch.float32)
+        self.slope = torch.where(xdom, -dy / sdx, -dx / sdy).to(torch.float32)
+        lim_sec = torch.where(xdom, h, w).to(torch.float32)
+        self.hi = lim_sec + (_PAD - 1.5)              # clamp range of the position: beyond it both taps are border
+        self.lim_pri = torch.where(xdom, w, h)        # steps past this read the border column / row
+        pw = w + 2 * _PAD
+        self.sec_stride = torch.where(xdom, pw, 1)    # flat index = (sec + PAD) * sec_stride + (k + PAD) * pri_stride
+        self.pri_stride = torch.where(xdom, 1, pw)
+        self.weight = (pixel_mm / torch.where(xdom, dx.abs(), dy.abs())).to(torch.float32)
+        self.shape = shape
+        self.steps = max(h, w)
+
+    def taps(self, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Flat indices (into the padded image) of the two taps at step ``k`` and the second tap's weight."""
+        pos = torch.clamp(self.start + k * self.slope, min=-_PAD + 0.5, max=None)
+        pos = torch.minimum(pos, self.hi)
+        base = torch.floor(pos)
+        frac = pos - base
+        pri = torch.clamp(self.lim_pri, max=k) + _PAD
+        i0 = (base.to(torch.int64) + _PAD) * self.sec_stride + pri * self.pri_stride
+        return i0, i0 + self.sec_stride, frac
 
 
-def _joseph_taps(g: Geometry, shape: tuple[int, int], pixel_mm: float, views: slice, device: torch.device):
-    """For the rays of ``views``: flat indices of the two interpolation taps per step (``H * W`` = the zero
-    slot outside the image), the fraction of the second tap, and the weight (mm per step), ``(V, D, N)``."""
-    h, w = shape
-    o, d = rays(g, pixel_mm, device, views)
-    ox, oy, dx, dy = o[..., 0:1], o[..., 1:2], d[..., 0:1], d[..., 1:2]
-    n = max(h, w)
-    k = torch.arange(n, dtype=torch.float64, device=device)
-    xdom = dx.abs() >= dy.abs()
-    # x-dominant: the ray crosses column k at x_k; y-dominant: row k at y_k.
-    xk = k - (w - 1) / 2
-    yk = (h - 1) / 2 - k
-    safe_dx = torch.where(xdom, dx, torch.ones_like(dx))
-    safe_dy = torch.where(xdom, torch.ones_like(dy), dy)
-    row_x = (h - 1) / 2 - (oy + (xk - ox) / safe_dx * dy)        # x-dominant: fractional row at column k
-    col_y = (ox + (yk - oy) / safe_dy * dx) + (w - 1) / 2        # y-dominant: fractional column at row k
-    frac_pos = torch.where(xdom, row_x, col_y)
-    base = torch.floor(frac_pos)
-    frac = (frac_pos - base).to(torch.float32)
-    base = base.to(torch.int64)
-    kk = k.to(torch.int64).expand_as(base)
-    lim_sec = torch.where(xdom, h, w)          # range of the interpolated axis
-    lim_pri = torch.where(xdom, w, h)
-    slot = h * w
-    taps = []
-    for off in (0, 1):
-        sec = base + off
-        ok = (sec >= 0) & (sec < lim_sec) & (kk < lim_pri)
-        flat = torch.where(xdom, sec * w + kk, kk * w + sec)
-        taps.append(torch.where(ok, flat, torch.full_like(flat, slot)))
-    weight = (pixel_mm / torch.where(xdom, dx.abs(), dy.abs())).to(torch.float32)        # (V, D, 1)
-    return taps[0], taps[1], frac, weight
+def _padded_columns(x: torch.Tensor) -> torch.Tensor:
+    """``(B, H, W)`` -> ``((H + 2 PAD) * (W + 2 PAD), B)`` with a zero border: one row per pixel."""
+    b = x.shape[0]
+    return torch.nn.functional.pad(x, (_PAD,) * 4).reshape(b, -1).t().contiguous()
 
 
 def forward(x: torch.Tensor, g: Geometry, pixel_mm: float) -> torch.Tensor:
-    """Line integrals ``(B, V, D)`` of ``x`` (``B x H x W``, mm^-1) along the rays of ``g``."""
-    return blocked(lambda xb: _forward(xb, g, pixel_mm), x)
+    """Line integrals ``(B, V, D)`` of ``x`` (``B x H x W``, mm^-1) along the rays of ``g``.
 
-
-def _forward(x: torch.Tensor, g: Geometry, pixel_mm: float) -> torch.Tensor:
+    The steps are accumulated one after another for all rays at once, so every item's sum runs in the
+    same order whatever the batch size (batch-invariant to the last bit)."""
     b, h, w = x.shape
-    cols = torch.cat([x.reshape(b, h * w).t(), x.new_zeros(1, b)])       # (H*W + 1, B): the last row is zero
-    out = x.new_empty(g.n_views, g.n_det, b)
-    for views in _chunks(g, g.n_det * max(h, w)):
-        i0, i1, f, wt = _joseph_taps(g, (h, w), pixel_mm, views, x.device)
-        v = cols[i0.reshape(-1)] * (1 - f).reshape(-1, 1) + cols[i1.reshape(-1)] * f.reshape(-1, 1)
-        out[views] = v.reshape(*i0.shape, b).sum(dim=2) * wt
-    return out.permute(2, 0, 1).contiguous()
+    cols = _padded_columns(x)
+    r = _Rays(g, (h, w), pixel_mm, x.device)
+    acc = x.new_zeros(r.weight.shape[0], b)
+    for k in range(r.steps):
+        i0, i1, f = r.taps(k)
+        f = f[:, None]
+        acc += cols[i0] * (1 - f) + cols[i1] * f
+    return (acc * r.weight[:, None]).t().reshape(b, g.n_views, g.n_det).contiguous()
 
 
 def adjoint(y: torch.Tensor, g: Geometry, pixel_mm: float, shape: tuple[int, int]) -> torch.Tensor:
     """The exact transpose of ``forward``: ``(B, V, D)`` -> ``(B, H, W)``."""
-    return blocked(lambda yb: _adjoint(yb, g, pixel_mm, shape), y)
-
-
-def _adjoint(y: torch.Tensor, g: Geometry, pixel_mm: float, shape: tuple[int, int]) -> torch.Tensor:
     b = y.shape[0]
     h, w = shape
-    acc = y.new_zeros(h * w + 1, b)
-    yt = y.permute(1, 2, 0)          # (V, D, B)
-    for views in _chunks(g, g.n_det * max(h, w)):
-        i0, i1, f, wt = _joseph_taps(g, (h, w), pixel_mm, views, y.device)
-        yv = (yt[views] * wt)[:, :, None, :]                          # (V, D, 1, B)
-        acc.index_add_(0, i0.reshape(-1), (yv * (1 - f)[..., None]).reshape(-1, b))
-        acc.index_add_(0, i1.reshape(-1), (yv * f[..., None]).reshape(-1, b))
-    return acc[:-1].t().reshape(b, h, w).contiguous()
+    r = _Rays(g, shape, pixel_mm, y.device)
+    yw = y.reshape(b, -1).t() * r.weight[:, None]                     # (V*D, B)
+    acc = y.new_zeros((h + 2 * _PAD) * (w + 2 * _PAD), b)
+    for k in range(r.steps):
+        i0, i1, f = r.taps(k)
+        f = f[:, None]
+        acc.index_add_(0, i0, yw * (1 - f))
+        acc.index_add_(0, i1, yw * f)
+    img = acc.t().reshape(b, h + 2 * _PAD, w + 2 * _PAD)
+    return img[:, _PAD:-_PAD, _PAD:-_PAD].contiguous()
 
 
 def pixel_coords(shape: tuple[int, int], pixel_mm: float, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -109,7 +112,7 @@ def pixel_coords(shape: tuple[int, int], pixel_mm: float, device: torch.device) 
 
 def bp_taps(g: Geometry, shape: tuple[int, int], pixel_mm: float, views: slice, device: torch.device):
     """For every pixel and view of ``views``: the fractional detector index of the ray through the pixel and
-    the FBP weight, ``(V, H * W)`` (float64 index, float32 weight)."""
+    the FBP weight, ``(V, H * W)`` float32."""
     x, y = pixel_coords(shape, pixel_mm, device)
     th = g.angles(device)[views][:, None]
     cos, sin = torch.cos(th), torch.sin(th)
@@ -125,33 +128,30 @@ def bp_taps(g: Geometry, shape: tuple[int, int], pixel_mm: float, views: slice, 
             u = torch.atan2(along, dist)
             weight = 1.0 / (along ** 2 + dist ** 2)         # 1 / |S - X|^2, with SID cos(gamma) pre-weighting
     index = u / g.det_spacing + (g.n_det - 1) / 2
-    return index, weight.to(torch.float32)
+    return index.to(torch.float32), weight.to(torch.float32)
 
 
 def backproject(q: torch.Tensor, g: Geometry, pixel_mm: float, shape: tuple[int, int]) -> torch.Tensor:
     """Sum over views of the weighted, linearly interpolated filtered sinogram ``q`` (``B x V x D``) at every
-    pixel, times the view step (rad). Outside the detector counts as zero."""
-    return blocked(lambda qb: _backproject(qb, g, pixel_mm, shape), q)
-
-
-def _backproject(q: torch.Tensor, g: Geometry, pixel_mm: float, shape: tuple[int, int]) -> torch.Tensor:
+    pixel, times the view step (rad). Outside the detector counts as zero (a ``_PAD``-bin zero border).
+    Views are added one after another (batch-invariant order)."""
     b = q.shape[0]
     h, w = shape
-    rows = torch.cat([q.permute(1, 2, 0).reshape(g.n_views * g.n_det, b), q.new_zeros(1, b)])
-    slot = g.n_views * g.n_det
+    d = g.n_det
+    rows = torch.nn.functional.pad(q, (_PAD, _PAD)).permute(1, 2, 0).contiguous()      # (V, D + 2 PAD, B)
     acc = q.new_zeros(h * w, b)
-    for views in _chunks(g, h * w):
+    per_view = max(1, (1 << 21) // (h * w))                   # views whose taps are computed together
+    for v0 in range(0, g.n_views, per_view):
+        views = slice(v0, min(v0 + per_view, g.n_views))
         idx, wt = bp_taps(g, shape, pixel_mm, views, q.device)
+        idx = idx.clamp(-_PAD + 0.5, d + _PAD - 1.5) + _PAD
         base = torch.floor(idx)
-        f = (idx - base).to(torch.float32)[..., None]
+        frac = (idx - base)[..., None]
         base = base.to(torch.int64)
-        view_off = (torch.arange(views.start, views.stop, device=q.device) * g.n_det)[:, None]
-        terms = []
-        for off, fw in ((0, 1 - f), (1, f)):
-            k = base + off
-            flat = torch.where((k >= 0) & (k < g.n_det), k + view_off, torch.full_like(k, slot))
-            terms.append(rows[flat.reshape(-1)].reshape(*flat.shape, b) * fw)
-        acc += ((terms[0] + terms[1]) * wt[..., None]).sum(dim=0)
+        for j in range(idx.shape[0]):
+            r = rows[v0 + j]
+            f = frac[j]
+            acc += (r[base[j]] * (1 - f) + r[base[j] + 1] * f) * wt[j][:, None]
     return (acc * g.view_step).t().reshape(b, h, w).contiguous()
 
 
@@ -190,11 +190,7 @@ def fbp_filter(p: torch.Tensor, g: Geometry, window: str = "ramp") -> torch.Tens
         p = p * (cos * scale).to(p.dtype)
     n_pad = 1 << math.ceil(math.log2(2 * d))
     resp = ramp_kernel(g, n_pad, window, p.device)
-
-    def filt(pb: torch.Tensor) -> torch.Tensor:
-        return torch.fft.irfft(torch.fft.rfft(pb, n=n_pad, dim=-1) * resp, n=n_pad, dim=-1)[..., :d]
-
-    return blocked(filt, p)
+    return torch.fft.irfft(torch.fft.rfft(p, n=n_pad, dim=-1) * resp, n=n_pad, dim=-1)[..., :d]
 
 
 def fbp(p: torch.Tensor, g: Geometry, pixel_mm: float, shape: tuple[int, int], window: str = "ramp") -> torch.Tensor:
