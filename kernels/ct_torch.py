@@ -191,10 +191,3 @@ def fbp_filter(p: torch.Tensor, g: Geometry, window: str = "ramp") -> torch.Tens
     n_pad = 1 << math.ceil(math.log2(2 * d))
     resp = ramp_kernel(g, n_pad, window, p.device)
     return torch.fft.irfft(torch.fft.rfft(p, n=n_pad, dim=-1) * resp, n=n_pad, dim=-1)[..., :d]
-
-
-def fbp(p: torch.Tensor, g: Geometry, pixel_mm: float, shape: tuple[int, int], window: str = "ramp") -> torch.Tensor:
-    """Filtered backprojection of line integrals ``(B, V, D)`` -> mu (mm^-1), ``(B, H, W)``. A full fan
-    rotation sees every line twice, hence the factor 1/2."""
-    f = backproject(fbp_filter(p, g, window), g, pixel_mm, shape)
-    return f * 0.5 if g.kind == "fan" else f

@@ -61,6 +61,21 @@ def build_registry() -> Registry:
         lambda m, u, s, f: {"angle_deg": m["angle_deg"] * _sign(u[:, 0]), "fill": f.clone()},
         lambda v, p: generic.rotation(v, p["angle_deg"], p["fill"]), n_uniform=1))
     reg.register(Degradation(t["movement"], _movement_params, _movement_apply, n_uniform=2))
+
+    ct_only = frozenset({"ct"})
+    reg.register(Degradation(
+        t["ct_low_dose"],
+        lambda m, u, s, f: {"dose_fraction": _const(n(s), m["dose_fraction"]), "i0_full": _const(n(s), m["i0_full"]),
+                            "sigma_e": _const(n(s), m["sigma_e"]), "noise_seed": s.clone()},
+        _ct_apply(_low_dose), modalities=ct_only, physical=True, default_on_cpu=False))
+    reg.register(Degradation(
+        t["ct_sparse_view"],
+        lambda m, u, s, f: {"n_views": _const(n(s), round(m["n_views"]))},
+        _ct_apply(_sparse_view), modalities=ct_only, physical=True, default_on_cpu=False))
+    reg.register(Degradation(
+        t["ct_limited_angle"],
+        lambda m, u, s, f: {"arc_deg": _const(n(s), m["arc_deg"])},
+        _ct_apply(_limited_angle), modalities=ct_only, physical=True, default_on_cpu=False))
     return reg
 
 
@@ -75,6 +90,54 @@ def _movement_apply(v: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor
     d = p["shift_frac"] * size
     shift = torch.stack([d * torch.cos(p["direction_rad"]), d * torch.sin(p["direction_rad"])], dim=1)
     return generic.movement(v, shift, p["angle_deg"], p["weight"], p["fill"])
+
+
+
+# -- CT: the physics works in HU on the item's own pixel size ------------------------------------------------
+CT_FILTER = "shepp-logan"
+CT_FAN_VIEWS = 720          # full fan scan (see severities.toml, ct_sparse_view)
+CT_PARALLEL_VIEWS = 360     # full 180 deg parallel scan (ct_limited_angle)
+
+
+def _ct_apply(simulate):
+    """Wrap ``simulate(hu (B, H, W), pixel_mm, params of those items) -> hu`` as a registry ``apply`` on
+    display-normalised input: back to HU through each item's window, simulate, and forward again."""
+    def apply(v: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:
+        lo = p["window_lo"].to(v)[:, None, None]
+        span = (p["window_hi"] - p["window_lo"]).to(v)[:, None, None]
+        hu = lo + v.mean(dim=1) * span              # CT is single-channel; a colour rendering is averaged
+        out = torch.empty_like(hu)
+        for px in torch.unique(p["pixel_mm"]).tolist():
+            sel = (p["pixel_mm"] == px).nonzero().flatten().tolist()
+            out[sel] = simulate(hu[sel], float(px), {k: t[sel] for k, t in p.items()})
+        return ((out - lo) / span)[:, None].expand_as(v).contiguous()
+    return apply
+
+
+def _low_dose(hu: torch.Tensor, px: float, p: dict[str, torch.Tensor]) -> torch.Tensor:
+    from medq_synth.kernels.geometry import default_geometry
+    from medq_synth.physics import ct
+    from medq_synth.physics.rng import generator
+
+    g = default_geometry("fan", tuple(hu.shape[-2:]), px, n_views=CT_FAN_VIEWS)
+    gens = [generator(int(sd), hu.device) for sd in p["noise_seed"].tolist()]
+    return ct.low_dose(hu, g, px, float(p["i0_full"][0]), p["dose_fraction"], p["sigma_e"], gens, CT_FILTER)
+
+
+def _sparse_view(hu: torch.Tensor, px: float, p: dict[str, torch.Tensor]) -> torch.Tensor:
+    from medq_synth.kernels.geometry import default_geometry
+    from medq_synth.physics import ct
+
+    g = default_geometry("fan", tuple(hu.shape[-2:]), px, n_views=CT_FAN_VIEWS)
+    return ct.fewer_views(hu, g, g.sparse(int(p["n_views"][0])), px, CT_FILTER)
+
+
+def _limited_angle(hu: torch.Tensor, px: float, p: dict[str, torch.Tensor]) -> torch.Tensor:
+    from medq_synth.kernels.geometry import default_geometry
+    from medq_synth.physics import ct
+
+    g = default_geometry("parallel", tuple(hu.shape[-2:]), px, n_views=CT_PARALLEL_VIEWS)
+    return ct.fewer_views(hu, g, g.limited(math.radians(float(p["arc_deg"][0]))), px, CT_FILTER)
 
 
 REGISTRY = build_registry()

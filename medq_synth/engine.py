@@ -101,6 +101,25 @@ def _param_row(params: dict[str, torch.Tensor], i: int) -> dict[str, Any]:
     return row
 
 
+# Pixel size assumed for CT items that carry none (a 512 px, 358 mm abdominal field), recorded per output.
+DEFAULT_PIXEL_MM = {"ct": 0.7}
+
+
+def _physical_context(jobs: list[Job], win: np.ndarray) -> dict[str, torch.Tensor]:
+    """Window (physical units) and pixel size (mm; the mean of row and column spacing) of each item."""
+    pixel = []
+    for j in jobs:
+        sp = j.item.spacing_mm
+        if sp:
+            pixel.append(float(sum(sp[-2:]) / 2))
+        elif j.item.modality in DEFAULT_PIXEL_MM:
+            pixel.append(DEFAULT_PIXEL_MM[j.item.modality])
+        else:
+            raise ValueError(f"{j.item.id}: no pixel spacing for a physical model")
+    return {"window_lo": torch.from_numpy(win[:, 0].copy()), "window_hi": torch.from_numpy(win[:, 1].copy()),
+            "pixel_mm": torch.tensor(pixel, dtype=torch.float64)}
+
+
 def _qa_fields(item: Item) -> dict[str, Any]:
     return item.qa.to_fields() if item.qa else {"question": None, "options": None, "answer": None}
 
@@ -133,8 +152,8 @@ class Generator:
         self.degs = self._resolve_degradations(degradations)
 
     def _resolve_degradations(self, names: list[str] | None) -> list[Degradation]:
-        if names is None:
-            return list(REGISTRY)
+        if names is None:       # the default set; the CT physics joins it on CUDA only (seconds per slice on a CPU)
+            return [d for d in REGISTRY if d.default_on_cpu or self.device.type != "cpu"]
         degs: list[Degradation] = []
         for name in names:
             try:
@@ -221,6 +240,8 @@ class Generator:
             background = np.array([j.item.background for j in jobs], dtype=np.float64)
             fill = torch.from_numpy((background - win[:, 0]) / (win[:, 1] - win[:, 0]))
             params = deg.sample_params(jobs[0].severity, seeds, tuple(x.shape[-2:]), fill)
+            if deg.physical:
+                params.update(_physical_context(jobs, win))
             v = deg.apply(v0, params)
         phys = (lo + v * span).cpu().numpy()
         disp = to_uint8(v).cpu().numpy()

@@ -52,6 +52,7 @@ class SeverityTable:
     aliases: tuple[str, ...]
     description: str
     params: dict[str, ParamSpec]
+    modalities: tuple[str, ...] = ()       # empty: every modality
 
     def values(self, severity: float, size_px: int | None = None) -> dict[str, float]:
         return {k: p.value(severity, size_px) for k, p in self.params.items()}
@@ -76,5 +77,5 @@ def load_tables(text: str | None = None) -> dict[str, SeverityTable]:
             params[pname] = spec
         tables[name] = SeverityTable(name=name, category=entry["category"], medq_deg_id=entry.get("medq_deg_id"),
                                      aliases=tuple(entry.get("aliases", ())), description=entry.get("description", ""),
-                                     params=params)
+                                     params=params, modalities=tuple(entry.get("modalities", ())))
     return tables

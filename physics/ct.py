@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from medq_synth.kernels import ct_torch as K
+from medq_synth.kernels import ct as K
 from medq_synth.kernels.geometry import Geometry
 
 # Water at ~70 keV effective energy: 0.0192 mm^-1 (NIST XCOM, 70 keV: 0.1929 cm^2/g x 1 g/cm^3 = 0.01929 mm^-1;
@@ -79,12 +79,19 @@ def low_dose(hu: torch.Tensor, g: Geometry, pixel_mm: float, i0_full: float, dos
 
 def fewer_views(hu: torch.Tensor, g_full: Geometry, g_reduced: Geometry, pixel_mm: float,
                 window: str = "ramp", mode: str = "difference") -> torch.Tensor:
-    """Sparse view or limited angle: the reconstruction from ``g_reduced``'s views against the full scan's."""
+    """Sparse view or limited angle: the reconstruction from ``g_reduced``'s views against the full scan's.
+
+    A reduced arc is reconstructed with the backprojection normalised to the arc actually measured (pi over
+    the views, as astra's and most FBPs do): without it the image would lose arc/pi of its attenuation and
+    turn dark instead of showing the missing wedge's streaks and directional blur."""
     shape = tuple(hu.shape[-2:])
     clean = reconstruct(_acquire(hu, g_full, pixel_mm), g_full, pixel_mm, shape, window)
-    reduced = reconstruct(_acquire(hu, g_reduced, pixel_mm), g_reduced, pixel_mm, shape, window)
-    if g_reduced.kind == "fan" and g_reduced.arc < 2 * torch.pi - 1e-9:
-        # FBP's 1/2 weight assumes every line is seen twice over 2 pi; a shorter fan arc needs Parker
-        # weights. Limited angle is simulated on a 180 degree parallel acquisition, as in the literature.
-        raise ValueError("a fan-beam arc below 360 degrees needs short-scan weights: use a parallel geometry")
-    return insert(hu, reduced, clean, mode)
+    scale = 1.0
+    if g_reduced.arc < g_full.arc - 1e-9:
+        if g_reduced.kind == "fan":
+            # FBP's 1/2 weight assumes every line is seen twice over 2 pi; a shorter fan arc needs Parker
+            # weights. Limited angle is simulated on a 180 degree parallel acquisition, as in the literature.
+            raise ValueError("a fan-beam arc below 360 degrees needs short-scan weights: use a parallel geometry")
+        scale = g_full.arc / g_reduced.arc
+    mu = K.fbp(_acquire(hu, g_reduced, pixel_mm), g_reduced, pixel_mm, shape, window) * scale
+    return insert(hu, mu_to_hu(mu), clean, mode)

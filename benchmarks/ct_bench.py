@@ -1,0 +1,233 @@
+"""CT operators: slices/s of forward projection, backprojection, FBP and the whole low-dose cycle (FP, Poisson
++ electronic noise, log, filter, BP), for parallel and fan beams, in one process, for:
+- medq-synth (``medq_synth.kernels.ct``: Triton on CUDA, the vectorised torch path on the CPU), batched;
+- a naive ``grid_sample`` projector: one view at a time, every ray sampled at unit steps by bilinear
+  interpolation (the usual pure-torch baseline), and its matching backprojector;
+- astra-toolbox (``pip install 'medq-synth[astra]'``): one slice at a time (astra has no 2-D batching), the CPU
+  projectors ``linear`` / ``line_fanflat`` or CUDA ``cuda`` when a GPU is present; astra's CPU FBP is
+  parallel-only ("n/a" for fan).
+Writes a markdown table and a JSON record (card, versions, date) under benchmarks/results/.
+
+    python benchmarks/ct_bench.py                                   # GPU: 512 px, batch 64, 360 and 720 views
+    python benchmarks/ct_bench.py --device cpu --batch 4 --repeats 1  # what the CPU result was run with
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import math
+import platform
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from medq_synth.kernels import ct as K
+from medq_synth.kernels import ct_torch
+from medq_synth.kernels.geometry import Geometry, default_geometry
+from medq_synth.physics import ct
+from medq_synth.physics.rng import generator
+
+PIXEL_MM = 0.7
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed(fn, device: torch.device, repeats: int) -> float:
+    fn()
+    _sync(device)
+    best = math.inf
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+# -- naive grid_sample baseline ------------------------------------------------------------------------------
+def naive_forward(x: torch.Tensor, g: Geometry, pixel_mm: float) -> torch.Tensor:
+    """Per view: sample every ray at unit (pixel) steps with grid_sample, sum, times the step length."""
+    from medq_synth.kernels.geometry import rays
+
+    b, h, w = x.shape
+    n = int(math.ceil(math.hypot(h, w))) + 1
+    t = (torch.arange(n, device=x.device, dtype=torch.float64) - (n - 1) / 2)
+    out = []
+    for v in range(g.n_views):
+        o, d = rays(g, pixel_mm, x.device, slice(v, v + 1))
+        o, d = o[0], d[0]                                      # (D, 2)
+        if g.kind == "fan":                                    # move the origin to the point nearest the centre
+            o = o - (o * d).sum(-1, keepdim=True) * d
+        pts = o[:, None, :] + t[None, :, None] * d[:, None, :]    # (D, n, 2) pixel units, y up
+        grid = torch.stack([pts[..., 0] / ((w - 1) / 2), -pts[..., 1] / ((h - 1) / 2)], -1).float()
+        s = F.grid_sample(x[:, None], grid[None].expand(b, -1, -1, -1), align_corners=True, padding_mode="zeros")
+        out.append(s[:, 0].sum(-1) * pixel_mm)
+    return torch.stack(out, 1)
+
+
+def naive_backproject(q: torch.Tensor, g: Geometry, pixel_mm: float, shape: tuple[int, int]) -> torch.Tensor:
+    """Per view: the detector coordinate of every pixel, 1-D linear interpolation by grid_sample."""
+    b = q.shape[0]
+    acc = torch.zeros(b, shape[0] * shape[1], device=q.device)
+    for v in range(g.n_views):
+        idx, wt = ct_torch.bp_taps(g, shape, pixel_mm, slice(v, v + 1), q.device)
+        gx = (idx[0] / ((g.n_det - 1) / 2) - 1).float()
+        grid = torch.stack([gx, torch.zeros_like(gx)], -1)[None, None].expand(b, -1, -1, -1)
+        s = F.grid_sample(q[:, None, v: v + 1, :], grid, align_corners=True, padding_mode="zeros")
+        acc += s[:, 0, 0] * wt[0]
+    return (acc * g.view_step).reshape(b, *shape)
+
+
+def naive_fbp(p, g, pixel_mm, shape):
+    f = naive_backproject(ct_torch.fbp_filter(p, g, "ramp"), g, pixel_mm, shape)
+    return f * 0.5 if g.kind == "fan" else f
+
+
+def _noise(p: torch.Tensor) -> torch.Tensor:
+    i0 = torch.full((p.shape[0],), 2.5e5, device=p.device)
+    return ct.transmission_noise(p, i0, torch.full_like(i0, 10.0), [generator(i, p.device) for i in range(len(i0))])
+
+
+# -- astra ---------------------------------------------------------------------------------------------------
+def astra_ops(g: Geometry, size: int, use_cuda: bool):
+    import astra
+
+    vol = astra.create_vol_geom(size, size)
+    ang = g.angles().numpy()
+    if g.kind == "parallel":
+        pg = astra.create_proj_geom("parallel", g.det_spacing / PIXEL_MM, g.n_det, ang)
+        proj = "cuda" if use_cuda else "linear"
+    else:
+        pg = astra.create_proj_geom("fanflat", g.det_spacing / PIXEL_MM, g.n_det, ang, g.sid / PIXEL_MM,
+                                    (g.sdd - g.sid) / PIXEL_MM)
+        proj = "cuda" if use_cuda else "line_fanflat"
+    pid = astra.create_projector(proj, pg, vol)
+
+    def fp(x):
+        for img in x:
+            astra.create_sino(img, pid)
+
+    def bp(s):
+        for sino in s:
+            astra.create_backprojection(sino, pid)
+
+    fbp = None
+    if use_cuda or g.kind == "parallel":
+        def fbp(s):
+            for sino in s:
+                rec = astra.data2d.create("-vol", vol)
+                sid = astra.data2d.create("-sino", pg, sino)
+                cfg = astra.astra_dict("FBP_CUDA" if use_cuda else "FBP")
+                cfg.update(ReconstructionDataId=rec, ProjectionDataId=sid)
+                if not use_cuda:
+                    cfg["ProjectorId"] = pid
+                alg = astra.algorithm.create(cfg)
+                astra.algorithm.run(alg)
+                astra.algorithm.delete(alg)
+                astra.data2d.delete([rec, sid])
+    return fp, bp, fbp
+
+
+def bench_config(kind: str, views: int, x: torch.Tensor, shape: tuple[int, int], dev: torch.device,
+                 a: argparse.Namespace, has_astra: bool) -> list[dict]:
+    """One geometry and view count: every implementation, every operation."""
+    g = default_geometry(kind, shape, PIXEL_MM, n_views=views)
+    p = K.forward(x, g, PIXEL_MM)
+    impls = {"medq-synth": (lambda: K.forward(x, g, PIXEL_MM),
+                            lambda: K.backproject(p, g, PIXEL_MM, shape),
+                            lambda: K.fbp(p, g, PIXEL_MM, shape),
+                            lambda: K.fbp(_noise(K.forward(x, g, PIXEL_MM)), g, PIXEL_MM, shape))}
+    if not a.no_naive:
+        impls["naive grid_sample"] = (lambda: naive_forward(x, g, PIXEL_MM),
+                                      lambda: naive_backproject(p, g, PIXEL_MM, shape),
+                                      lambda: naive_fbp(p, g, PIXEL_MM, shape),
+                                      lambda: naive_fbp(_noise(naive_forward(x, g, PIXEL_MM)), g, PIXEL_MM, shape))
+    if has_astra:
+        xs, ps = x.cpu().numpy(), (p.cpu().numpy() / PIXEL_MM)
+        fp, bp, fbp = astra_ops(g, shape[0], dev.type == "cuda")
+
+        def cycle() -> None:
+            fp(xs)
+            _noise(torch.from_numpy(ps))
+            fbp(ps)
+        impls["astra"] = (lambda: fp(xs), lambda: bp(ps), (lambda: fbp(ps)) if fbp else None, cycle if fbp else None)
+    rows = []
+    for name, fns in impls.items():
+        row = {"geometry": kind, "views": views, "impl": name}
+        for op, fn in zip(("forward", "backproject", "fbp", "low_dose_cycle"), fns, strict=True):
+            row[op] = a.batch / timed(fn, dev, a.repeats) if fn else None
+        rows.append(row)
+        print(f"{kind:8} {views:4} {name:18} " + "  ".join(
+            f"{op} {row[op]:8.2f}/s" if row[op] else f"{op} n/a" for op in
+            ("forward", "backproject", "fbp", "low_dose_cycle")), flush=True)
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--size", type=int, default=512)
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--views", type=int, nargs="+", default=[360, 720])
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--no-naive", action="store_true")
+    ap.add_argument("--no-astra", action="store_true")
+    ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    a = ap.parse_args()
+    dev = torch.device(a.device)
+    torch.manual_seed(0)
+    from skimage.data import shepp_logan_phantom
+    from skimage.transform import resize
+
+    ph = torch.from_numpy(resize(shepp_logan_phantom(), (a.size, a.size), anti_aliasing=True)).float() * 0.02
+    x = ph[None].repeat(a.batch, 1, 1).to(dev)
+    shape = (a.size, a.size)
+    try:
+        import astra  # noqa: F401
+        has_astra = not a.no_astra
+    except ImportError:
+        has_astra = False
+    rows = [row for kind in ("parallel", "fan") for views in a.views
+            for row in bench_config(kind, views, x, shape, dev, a, has_astra)]
+    card = torch.cuda.get_device_name(dev) if dev.type == "cuda" else _cpu_model()
+    meta = {"date": dt.date.today().isoformat(), "device": str(dev), "card": card,
+            "cpu_threads": torch.get_num_threads(), "torch": torch.__version__, "python": platform.python_version(),
+            "size": a.size, "batch": a.batch, "repeats": a.repeats, "pixel_mm": PIXEL_MM,
+            "triton": K.use_triton(dev)}
+    try:
+        import astra
+
+        meta["astra"] = astra.__version__
+    except ImportError:
+        pass
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = f"ct_bench_{dev.type}"
+    (out / f"{stem}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
+    lines = [f"# CT operators: slices/s at {a.size}x{a.size}, batch {a.batch}", "",
+             "| " + " | ".join(f"{k}: {v}" for k, v in meta.items()) + " |", "",
+             "| geometry | views | implementation | forward | backprojection | FBP | low-dose cycle |",
+             "|---|---:|---|---:|---:|---:|---:|"]
+    for r in rows:
+        cells = [f"{r[op]:.2f}" if r[op] else "n/a" for op in ("forward", "backproject", "fbp", "low_dose_cycle")]
+        lines.append(f"| {r['geometry']} | {r['views']} | {r['impl']} | " + " | ".join(cells) + " |")
+    (out / f"{stem}.md").write_text("\n".join(lines) + "\n")
+    print(f"wrote {out / stem}.md")
+
+
+def _cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown CPU"
+
+
+if __name__ == "__main__":
+    main()
