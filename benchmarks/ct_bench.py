@@ -15,15 +15,13 @@ Writes a markdown table and a JSON record (card, versions, date) under benchmark
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
 import math
-import platform
 import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from _common import base_meta, write_results
 
 from medq_synth.kernels import ct as K
 from medq_synth.kernels import ct_torch
@@ -196,10 +194,7 @@ def main() -> None:
         has_astra = False
     rows = [row for kind in ("parallel", "fan") for views in a.views
             for row in bench_config(kind, views, x, shape, dev, a, has_astra)]
-    card = torch.cuda.get_device_name(dev) if dev.type == "cuda" else _cpu_model()
-    meta = {"date": dt.date.today().isoformat(), "device": str(dev), "card": card,
-            "cpu_threads": torch.get_num_threads(), "torch": torch.__version__, "python": platform.python_version(),
-            "size": a.size, "batch": a.batch, "repeats": a.repeats, "pixel_mm": PIXEL_MM,
+    meta = {**base_meta(dev), "size": a.size, "batch": a.batch, "repeats": a.repeats, "pixel_mm": PIXEL_MM,
             "triton": K.use_triton(dev)}
     try:
         import astra
@@ -207,26 +202,14 @@ def main() -> None:
         meta["astra"] = astra.__version__
     except ImportError:
         pass
-    out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
-    stem = f"ct_bench_{dev.type}"
-    (out / f"{stem}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
-    lines = [f"# CT operators: slices/s at {a.size}x{a.size}, batch {a.batch}", "",
-             "| " + " | ".join(f"{k}: {v}" for k, v in meta.items()) + " |", "",
-             "| geometry | views | implementation | forward | backprojection | FBP | low-dose cycle |",
-             "|---|---:|---|---:|---:|---:|---:|"]
-    for r in rows:
-        cells = [f"{r[op]:.2f}" if r[op] else "n/a" for op in ("forward", "backproject", "fbp", "low_dose_cycle")]
-        lines.append(f"| {r['geometry']} | {r['views']} | {r['impl']} | " + " | ".join(cells) + " |")
-    (out / f"{stem}.md").write_text("\n".join(lines) + "\n")
-    print(f"wrote {out / stem}.md")
-
-
-def _cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown CPU"
+    ops = ("forward", "backproject", "fbp", "low_dose_cycle")
+    write_results(a.out, f"ct_bench_{dev.type}", meta, rows,
+                  f"CT operators: slices/s at {a.size}x{a.size}, batch {a.batch}",
+                  ["geometry", "views", "implementation", "forward", "backprojection", "FBP", "low-dose cycle"],
+                  [[r["geometry"], str(r["views"]), r["impl"]] + [f"{r[op]:.2f}" if r[op] else "n/a" for op in ops]
+                   for r in rows],
+                  ["The low-dose cycle is forward projection, Poisson + electronic noise, log, filter and "
+                   "backprojection. astra runs one slice at a time; its CPU FBP is parallel-beam only (n/a)."])
 
 
 if __name__ == "__main__":

@@ -18,25 +18,16 @@ Writes a markdown table and a JSON record (card, versions, date) under benchmark
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
-import platform
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+from _common import base_meta, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 DEGRADATIONS = ["gaussian_noise", "motion_blur", "rotation"]
-
-
-def _cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown CPU"
 
 
 def premade(limit: int, device: str) -> list:
@@ -104,32 +95,20 @@ def main() -> None:
               f"T=10 {t10:7.2f}/s  ({only / t10:5.1f}x the letter-probability cost)", flush=True)
     import transformers
 
-    card = torch.cuda.get_device_name(0) if a.device.startswith("cuda") else _cpu_model()
-    meta = {"date": dt.date.today().isoformat(), "device": a.device, "card": card,
-            "cpu_threads": torch.get_num_threads(), "torch": torch.__version__,
-            "transformers": transformers.__version__,
-            "python": platform.python_version(), "degradations": DEGRADATIONS, "limit": a.limit,
-            "model_batch_size": a.model_batch_size, "max_new_tokens": 4}
-    out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
-    stem = f"eval_throughput_{a.device.split(':')[0]}"
-    (out / f"{stem}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
-    lines = ["# Evaluation loop: end to end against model only; letter probabilities against T = 10", "",
-             "| " + " | ".join(f"{k}: {v}" for k, v in meta.items()) + " |", "",
-             "| model | items | synthesis only (items/s) | run, end to end (items/s) "
-             "| model only, pre-made tensors (items/s) | ratio "
-             "| letter probs (items/s) | T = 10 sampled (items/s) | T = 10 cost | report + plots (s) |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    lines += [f"| {r['model']} | {r['items']} | {r['synthesis_only_items_s']:.2f} | {r['end_to_end_items_s']:.2f} | "
-              f"{r['model_only_items_s']:.2f} | "
-              f"{r['e2e_over_model_only']:.2f} | {r['letter_probs_items_s']:.2f} | {r['t10_sampled_items_s']:.2f} | "
-              f"{r['t10_cost_x']:.1f}x | {r['report_s']:.1f} |" for r in rows]
-    lines += ["", "With synthesis and inference overlapped, end to end approaches min(synthesis only, model only); "
-              "the ratio column is end to end over model only. T = 10 cost = letter-probability items/s over "
-              "T = 10 items/s (a baseline's votes are drawn from its own probabilities, so it costs nothing)."]
-    (out / f"{stem}.md").write_text("\n".join(lines) + "\n")
-    print(f"wrote {out / stem}.md")
-
+    meta = {**base_meta(a.device), "transformers": transformers.__version__, "degradations": DEGRADATIONS,
+            "limit": a.limit, "model_batch_size": a.model_batch_size, "max_new_tokens": 4}
+    write_results(a.out, f"eval_throughput_{a.device.split(':')[0]}", meta, rows,
+                  "Evaluation loop: end to end against model only; letter probabilities against T = 10",
+                  ["model", "items", "synthesis only (items/s)", "run, end to end (items/s)",
+                   "model only, pre-made tensors (items/s)", "ratio", "letter probs (items/s)",
+                   "T = 10 sampled (items/s)", "T = 10 cost", "report + plots (s)"],
+                  [[r["model"], str(r["items"]), f"{r['synthesis_only_items_s']:.2f}", f"{r['end_to_end_items_s']:.2f}",
+                    f"{r['model_only_items_s']:.2f}", f"{r['e2e_over_model_only']:.2f}",
+                    f"{r['letter_probs_items_s']:.2f}", f"{r['t10_sampled_items_s']:.2f}", f"{r['t10_cost_x']:.1f}x",
+                    f"{r['report_s']:.1f}"] for r in rows],
+                  ["With synthesis and inference overlapped, end to end approaches min(synthesis only, model only); "
+                   "the ratio column is end to end over model only. T = 10 cost = letter-probability items/s over "
+                   "T = 10 items/s (a baseline's votes are drawn from its own probabilities, so it costs nothing)."])
 
 if __name__ == "__main__":
     main()

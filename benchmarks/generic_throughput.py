@@ -13,10 +13,7 @@ Writes a markdown table and a JSON record (card, versions, date) under benchmark
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
 import math
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -25,6 +22,7 @@ import torch
 import torch.nn.functional as F
 import torchvision
 import torchvision.transforms.v2.functional as TF
+from _common import base_meta, write_results
 
 from medq_synth.degradations import REGISTRY
 
@@ -81,16 +79,6 @@ def baseline_fn(name: str, p: dict, i: int, device: torch.device):
     raise KeyError(name)
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def timed(fn, device: torch.device, repeats: int) -> float:
     fn()                                   # warm-up (kernel selection, caches)
     _sync(device)
@@ -125,24 +113,13 @@ def main() -> None:
                      "speedup": base / ours})
         print(f"{deg.name:<18} ours {BATCH / ours:9.1f} items/s   per-item {BATCH / base:9.1f} items/s   "
               f"ratio {base / ours:6.2f}x", flush=True)
-    card = torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_model()
-    meta = {"date": dt.date.today().isoformat(), "device": str(device), "card": card,
-            "cpu_threads": torch.get_num_threads(), "torch": torch.__version__, "torchvision": torchvision.__version__,
-            "kornia": __import__("kornia").__version__, "python": platform.python_version(), "size": SIZE,
-            "batch": BATCH, "level": "L2", "repeats": a.repeats}
-    out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
-    stem = f"generic_throughput_{device.type}"
-    (out / f"{stem}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
-    lines = [f"# Generic degradations: items/s at {SIZE}x{SIZE}, batch {BATCH}, L2", "",
-             "| " + " | ".join(f"{k}: {v}" for k, v in meta.items()) + " |", "",
-             "| degradation | medq-synth batched (items/s) | per-item loop (items/s) | ratio |",
-             "|---|---:|---:|---:|"]
-    lines += [f"| {r['degradation']} | {r['ours_items_s']:.1f} | {r['baseline_items_s']:.1f} | {r['speedup']:.2f}x |"
-              for r in rows]
-    (out / f"{stem}.md").write_text("\n".join(lines) + "\n")
-    print(f"wrote {out / stem}.md")
-
+    meta = {**base_meta(device), "torchvision": torchvision.__version__, "kornia": __import__("kornia").__version__,
+            "size": SIZE, "batch": BATCH, "level": "L2", "repeats": a.repeats}
+    write_results(a.out, f"generic_throughput_{device.type}", meta, rows,
+                  f"Generic degradations: items/s at {SIZE}x{SIZE}, batch {BATCH}, L2",
+                  ["degradation", "medq-synth batched (items/s)", "per-item loop (items/s)", "ratio"],
+                  [[r["degradation"], f"{r['ours_items_s']:.1f}", f"{r['baseline_items_s']:.1f}",
+                    f"{r['speedup']:.2f}x"] for r in rows])
 
 if __name__ == "__main__":
     main()

@@ -115,6 +115,9 @@ def cmd_generate(a: argparse.Namespace) -> int:
     print(f"\n{s.n_outputs} outputs from {s.n_items} items in {s.elapsed_s:.1f} s ({rate:.2f} items/s)"
           + (f", {s.resumed_shards} shards resumed" if s.resumed_shards else ""))
     print(s.table())
+    if s.noise_hu:
+        print("\nCT: std of the change in water-equivalent pixels (-100..100 HU), mean over items")
+        print(s.noise_table())
     if s.errors:
         print(f"\n{len(s.errors)} errors (see {s.out / 'errors.jsonl'}):")
         for e in s.errors[:20]:

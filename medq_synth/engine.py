@@ -64,6 +64,11 @@ class Summary:
     errors: list[dict[str, Any]] = field(default_factory=list)
     elapsed_s: float = 0.0
     resumed_shards: int = 0
+    noise_hu: dict[str, dict[str, float]] = field(default_factory=dict)   # CT physics: mean water-region noise
+
+    def noise_table(self) -> str:
+        return "\n".join(f"{deg}: " + ", ".join(f"{k} {v:.1f} HU" for k, v in sorted(by.items()))
+                         for deg, by in self.noise_hu.items())
 
     def table(self) -> str:
         keys = sorted({k for c in self.counts.values() for k in c}, key=lambda k: (k[0] != "L", k))
@@ -77,7 +82,8 @@ class Summary:
         return {"out": str(self.out), "n_items": self.n_items, "n_outputs": self.n_outputs,
                 "counts": {d: dict(c) for d, c in self.counts.items()}, "n_errors": len(self.errors),
                 "elapsed_s": round(self.elapsed_s, 3), "resumed_shards": self.resumed_shards,
-                "items_per_s": round(self.n_items / self.elapsed_s, 3) if self.elapsed_s else None}
+                "items_per_s": round(self.n_items / self.elapsed_s, 3) if self.elapsed_s else None,
+                "noise_hu_water_equivalent": self.noise_hu}
 
 
 def resolve_device(device: str) -> torch.device:
@@ -118,6 +124,19 @@ def _physical_context(jobs: list[Job], win: np.ndarray) -> dict[str, torch.Tenso
             raise ValueError(f"{j.item.id}: no pixel spacing for a physical model")
     return {"window_lo": torch.from_numpy(win[:, 0].copy()), "window_hi": torch.from_numpy(win[:, 1].copy()),
             "pixel_mm": torch.tensor(pixel, dtype=torch.float64)}
+
+
+WATER_EQUIVALENT_HU = (-100.0, 100.0)
+
+
+def _water_noise(clean: np.ndarray, degraded: np.ndarray) -> list[float | None]:
+    """Std (HU) of degraded - clean over each item's water-equivalent pixels (-100..100 HU in the clean image):
+    for a difference-inserted CT degradation this is the added noise or streak level. None below 100 pixels."""
+    out: list[float | None] = []
+    for c, d in zip(clean, degraded, strict=True):
+        sel = (c >= WATER_EQUIVALENT_HU[0]) & (c <= WATER_EQUIVALENT_HU[1])
+        out.append(round(float(np.std((d - c)[sel])), 3) if sel.sum() >= 100 else None)
+    return out
 
 
 def _qa_fields(item: Item) -> dict[str, Any]:
@@ -247,9 +266,11 @@ class Generator:
         disp = to_uint8(v).cpu().numpy()
         c0, c = v0.clamp(0, 1), v.clamp(0, 1)
         p, s = torch.stack([psnr(c, c0), ssim(c, c0)]).cpu().tolist()
+        noise = _water_noise(x.cpu().numpy(), phys) if deg is not None and deg.physical and \
+            jobs[0].item.units == "HU" else [None] * len(jobs)
         return [{"job": j, "physical": phys[i], "display": disp[i], "params": _param_row(params, i),
                  "seed": int(seeds[i]), "psnr": None if not np.isfinite(p[i]) else round(p[i], 4),
-                 "ssim": round(s[i], 6)} for i, j in enumerate(jobs)]
+                 "ssim": round(s[i], 6), "noise_hu": noise[i]} for i, j in enumerate(jobs)]
 
     def _run_group(self, jobs: list[Job], shard: int, errors: list[dict]) -> list[dict[str, Any]]:
         try:
@@ -272,7 +293,8 @@ class Generator:
         row = {"id": j.output_id, "source_id": j.item.id, "source": j.item.source, "modality": j.item.modality,
                "degradation": j.deg_name, "medq_deg_id": j.deg.table.medq_deg_id if j.deg else "none",
                "category": j.deg.category if j.deg else "none", "level": j.level, "severity": j.severity,
-               "seed": r["seed"], "params": r["params"], "psnr": r["psnr"], "ssim": r["ssim"], "image": image,
+               "seed": r["seed"], "params": r["params"], "psnr": r["psnr"], "ssim": r["ssim"],
+               "noise_hu": r["noise_hu"], "image": image,
                "shard": shard_rel, "key": key, "units": j.item.units, "window": list(j.item.window),
                "shape": list(j.item.shape), "spacing_mm": list(j.item.spacing_mm) if j.item.spacing_mm else None,
                "meta": j.item.meta, **_qa_fields(j.item)}
@@ -371,8 +393,14 @@ class Generator:
         summary.n_items = len({r["source_id"] for r in all_rows})
         summary.n_outputs = len(all_rows)
         summary.errors = errors
+        noise: dict[tuple[str, str], list[float]] = defaultdict(list)
         for r in all_rows:
-            summary.counts.setdefault(r["degradation"], Counter())[level_key(r["level"], r["severity"])] += 1
+            key = level_key(r["level"], r["severity"])
+            summary.counts.setdefault(r["degradation"], Counter())[key] += 1
+            if r.get("noise_hu") is not None:
+                noise[(r["degradation"], key)].append(r["noise_hu"])
+        for (deg, key), vals in sorted(noise.items()):
+            summary.noise_hu.setdefault(deg, {})[key] = round(float(np.mean(vals)), 3)
         from .contact_sheet import contact_sheet
 
         if all_rows:

@@ -153,7 +153,7 @@ def test_ct_degradations_through_the_engine(tmp_path):
     names = ["ct_low_dose", "ct_sparse_view", "ct_limited_angle"]
     src = _ct_folder(tmp_path)
     a, b = tmp_path / "a", tmp_path / "b"
-    generate(src, a, degradations=names, device="cpu", batch_size=1, progress=False)
+    summary = generate(src, a, degradations=names, device="cpu", batch_size=1, progress=False)
     generate(src, b, degradations=["low_dose", "sparse_view", "limited_angle"], device="cpu", batch_size=4,
              progress=False)
     rows = [json.loads(x) for x in (a / "manifest.jsonl").read_text().splitlines()]
@@ -173,6 +173,10 @@ def test_ct_degradations_through_the_engine(tmp_path):
         if level == 2:
             assert e > err[(src_id, deg, 1)] > 0, (deg, err)       # L2 is worse than L1 on every slice
     assert [d.name for d in Generator(["phantoms"], tmp_path / "x", device="cpu").degs if d.physical] == []
+    # the report gives the added noise in water-equivalent pixels per level, growing with the level
+    noise = summary.noise_hu
+    assert set(noise) == set(names) and all(noise[d]["L2"] > noise[d]["L1"] > 0 for d in names)
+    assert all(r["noise_hu"] is None for r in rows if r["degradation"] == "none")
 
 
 TRITON_CHECK = """
