@@ -266,8 +266,9 @@ class Generator:
         disp = to_uint8(v).cpu().numpy()
         c0, c = v0.clamp(0, 1), v.clamp(0, 1)
         p, s = torch.stack([psnr(c, c0), ssim(c, c0)]).cpu().tolist()
-        noise = _water_noise(x.cpu().numpy(), phys) if deg is not None and deg.physical and \
-            jobs[0].item.units == "HU" else [None] * len(jobs)
+        # the clean image is each item's own host array: no device copy for the report
+        noise = _water_noise(np.stack([j.item.image for j in jobs]), phys) if deg is not None and deg.physical \
+            and jobs[0].item.units == "HU" else [None] * len(jobs)
         return [{"job": j, "physical": phys[i], "display": disp[i], "params": _param_row(params, i),
                  "seed": int(seeds[i]), "psnr": None if not np.isfinite(p[i]) else round(p[i], 4),
                  "ssim": round(s[i], 6), "noise_hu": noise[i]} for i, j in enumerate(jobs)]
