@@ -27,7 +27,6 @@ from medq_synth.kernels import ct as K
 from medq_synth.kernels import ct_torch
 from medq_synth.kernels.geometry import Geometry, default_geometry
 from medq_synth.physics import ct
-from medq_synth.physics.rng import generator
 
 PIXEL_MM = 0.7
 
@@ -90,7 +89,7 @@ def naive_fbp(p, g, pixel_mm, shape):
 
 def _noise(p: torch.Tensor) -> torch.Tensor:
     i0 = torch.full((p.shape[0],), 2.5e5, device=p.device)
-    return ct.transmission_noise(p, i0, torch.full_like(i0, 10.0), [generator(i, p.device) for i in range(len(i0))])
+    return ct.transmission_noise(p, i0, torch.full_like(i0, 10.0), torch.arange(len(i0)))
 
 
 # -- astra ---------------------------------------------------------------------------------------------------

@@ -4,7 +4,6 @@ reason and the rest goes on."""
 
 from __future__ import annotations
 
-import base64
 import csv
 import hashlib
 import io
@@ -17,8 +16,10 @@ from typing import Any
 
 import numpy as np
 
+from medq_synth.display import hwc
 from medq_synth.items import OPTION_LETTERS, ItemError, normalise_modality
 from medq_synth.registry import level_key
+from medq_synth.sources import tsv_image
 
 from .records import Sample
 
@@ -39,9 +40,9 @@ _LEVELS = {"": 0, "0": 0, "l0": 0, "none": 0, "clean": 0, "good": 0, "original":
 
 
 def rgb(display: np.ndarray) -> np.ndarray:
-    """uint8 ``(C, H, W)`` (C = 1 or 3) -> ``H x W x 3``."""
-    hwc = np.moveaxis(display, 0, -1)
-    return np.ascontiguousarray(np.repeat(hwc, 3, axis=-1) if hwc.shape[-1] == 1 else hwc)
+    """uint8 ``(C, H, W)`` (C = 1 or 3) -> ``H x W x 3`` (grey repeated)."""
+    img = hwc(display)
+    return np.ascontiguousarray(np.stack([img] * 3, axis=-1) if img.ndim == 2 else img)
 
 
 # -- run: the engine in memory ----------------------------------------------------------------------------
@@ -97,20 +98,16 @@ def engine_batches(gen, want: Callable[[Sample], bool], advance: Callable[[float
 
 
 # -- eval: released TSVs and generated folders ------------------------------------------------------------
-def _decode_image(cell: str, rows: dict[str, dict[str, str]], base: Path) -> np.ndarray:
+def _decode_image(row: dict[str, str], rows: dict[str, dict[str, str]], base: Path,
+                  column: str = "image") -> np.ndarray:
+    """The row's image (``sources.tsv_image``) as uint8 H x W x 3."""
     from PIL import Image
 
-    cell = (cell or "").strip()
-    if cell and len(cell) <= 64 and cell in rows:           # VLMEvalKit: a short cell refers to another row
-        cell = (rows[cell].get("image") or "").strip()
+    data = tsv_image(row, rows, base, column)
     try:
-        raw = base64.b64decode(cell, validate=True)
-        return np.asarray(Image.open(io.BytesIO(raw)).convert("RGB"))
-    except Exception:
-        path = Path(cell) if Path(cell).is_absolute() else base / cell
-        if cell and path.is_file():
-            return np.asarray(Image.open(path).convert("RGB"))
-        raise ItemError("image cell is neither valid base64 image data nor an existing file") from None
+        return np.asarray(Image.open(io.BytesIO(data) if isinstance(data, bytes) else data).convert("RGB"))
+    except (OSError, ValueError) as e:
+        raise ItemError(f"cannot decode the {column} image: {e}") from None
 
 
 def _base_id(row: dict[str, str], options: dict[str, str]) -> str:
@@ -165,9 +162,8 @@ def tsv_sample(row: dict[str, str], rows: dict[str, dict[str, str]], base: Path,
             "task": row.get("task") or None}
     if "description" in row and not any(row.get(c) for c in OPTION_LETTERS):
         kind = "comparison" if row.get("image_a") else "description"
-        cells = ([row["image_a"], row["image_b"]] if kind == "comparison"
-                 else [row.get("image") or row.get("image_path")])
-        images = [_decode_image(c, rows, base) for c in cells]
+        columns = ["image_a", "image_b"] if kind == "comparison" else ["image"]
+        images = [_decode_image(row, rows, base, c) for c in columns]
         return Sample(output_id=f"{name}/{idx}", base_id=f"{name}/{idx}", images=images,
                       question=row.get("question") or "", options={}, answer=None, meta=meta, kind=kind,
                       reference=row.get("description"))
@@ -183,7 +179,7 @@ def tsv_sample(row: dict[str, str], rows: dict[str, dict[str, str]], base: Path,
         answer = "ABCDE"[int(answer)]
     if answer not in options:
         raise ItemError(f"answer {answer!r} is not one of the options {''.join(sorted(options))}")
-    image = _decode_image(row.get("image") or row.get("image_path") or "", rows, base)
+    image = _decode_image(row, rows, base)
     return Sample(output_id=f"{name}/{idx}|{typ}|L{level}", base_id=_base_id(row, options), images=[image],
                   question=question, options=options, answer=answer, meta=meta)
 

@@ -159,10 +159,11 @@ def _markdown(metrics: dict[str, Any], plots: list[tuple[str, str]]) -> str:
     for lab, m in per.items():
         for src, c in m.get("confidence", {}).items():
             sh = c["calibration_shift_by_level"]
+            auroc = "-" if c["auroc"] is None else f"{c['auroc']:.3f}"
             lines.append(f"| {lab} | {src} | {c['mean_confidence']:.3f} | "
                          + " | ".join(_fmt(sh.get(lv), pct=False) for lv in LEVELS)
                          + f" | {c['ece_equal_width_15']:.3f} | {c['ece_equal_mass_15']:.3f} | {c['brier_top1']:.3f}"
-                         f" | {_fmt(c['auroc'], pct=False)} | {_fmt(c['dunning_kruger_intra'])} |")
+                         f" | {auroc} | {_fmt(c['dunning_kruger_intra'])} |")
     inter = metrics.get("leaderboard_dke_inter") or {}
     if inter:
         lines += ["", "## Inter-model Dunning-Kruger pairs (weaker but more over-confident)", ""]

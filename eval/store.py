@@ -68,7 +68,7 @@ class Store:
                     e = json.loads(line)
                 except json.JSONDecodeError:
                     continue                    # a line cut by a kill
-                seen.setdefault(json.dumps({k: v for k, v in e.items() if k != "attempt"}, sort_keys=True), e)
+                seen.setdefault(json.dumps(e, sort_keys=True), e)
         return list(seen.values())
 
     def unresolved(self) -> list[dict[str, Any]]:

@@ -117,11 +117,10 @@ def _ct_apply(simulate):
 def _low_dose(hu: torch.Tensor, px: float, p: dict[str, torch.Tensor]) -> torch.Tensor:
     from medq_synth.kernels.geometry import default_geometry
     from medq_synth.physics import ct
-    from medq_synth.physics.rng import generator
 
     g = default_geometry("fan", tuple(hu.shape[-2:]), px, n_views=CT_FAN_VIEWS)
-    gens = [generator(int(sd), hu.device) for sd in p["noise_seed"].tolist()]
-    return ct.low_dose(hu, g, px, float(p["i0_full"][0]), p["dose_fraction"], p["sigma_e"], gens, CT_FILTER)
+    return ct.low_dose(hu, g, px, float(p["i0_full"][0]), p["dose_fraction"], p["sigma_e"], p["noise_seed"],
+                       CT_FILTER)
 
 
 def _sparse_view(hu: torch.Tensor, px: float, p: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -15,6 +15,8 @@ import torch
 from medq_synth.kernels import ct as K
 from medq_synth.kernels.geometry import Geometry
 
+from .rng import generator
+
 # Water at ~70 keV effective energy: 0.0192 mm^-1 (NIST XCOM, 70 keV: 0.1929 cm^2/g x 1 g/cm^3 = 0.01929 mm^-1;
 # LoDoPaB-CT uses 0.020). Air is taken as 0 (0.02 m^-1, negligible over 0.5 m).
 MU_WATER = 0.0193
@@ -30,18 +32,19 @@ def mu_to_hu(mu: torch.Tensor, mu_water: float = MU_WATER) -> torch.Tensor:
     return 1000.0 * (mu / mu_water - 1.0)
 
 
-def transmission_noise(p: torch.Tensor, i0: torch.Tensor, sigma_e: torch.Tensor,
-                       generators: list[torch.Generator]) -> torch.Tensor:
+def transmission_noise(p: torch.Tensor, i0: torch.Tensor, sigma_e: torch.Tensor, seeds: torch.Tensor) -> torch.Tensor:
     """Noisy line integrals from clean ones ``p`` (``B x V x D``): counts I = Poisson(I0 e^-p) + N(0, sigma_e^2)
     per item (``i0``, ``sigma_e``: ``(B,)`` photons per bin and counts), clamped at MIN_COUNT, p = -ln(I / I0).
-    Each item draws from its own generator, so its noise does not depend on the batch."""
-    out = torch.empty_like(p)
-    for i, g in enumerate(generators):
-        lam = (i0[i] * torch.exp(-p[i].double())).float()
-        counts = torch.poisson(lam, generator=g)
-        counts = counts + sigma_e[i] * torch.randn(lam.shape, generator=g, device=p.device, dtype=p.dtype)
-        out[i] = -torch.log(counts.clamp_min(MIN_COUNT) / i0[i])
-    return out
+    Each item draws from its own generator (``seeds``: int64 ``(B,)``), so its noise does not depend on the
+    batch; only the draws are per item, the arithmetic is batched."""
+    i0 = i0.to(p)[:, None, None]
+    lam = (i0.double() * torch.exp(-p.double())).float()
+    counts = torch.empty_like(lam)
+    for i, seed in enumerate(seeds.tolist()):
+        g = generator(seed, p.device)
+        counts[i] = torch.poisson(lam[i], generator=g)
+        counts[i] += sigma_e[i].item() * torch.randn(lam.shape[1:], generator=g, device=p.device, dtype=p.dtype)
+    return -torch.log(counts.clamp_min(MIN_COUNT) / i0)
 
 
 def reconstruct(p: torch.Tensor, g: Geometry, pixel_mm: float, shape: tuple[int, int],
@@ -67,13 +70,13 @@ def _acquire(hu: torch.Tensor, g: Geometry, pixel_mm: float) -> torch.Tensor:
 
 
 def low_dose(hu: torch.Tensor, g: Geometry, pixel_mm: float, i0_full: float, dose_fraction: torch.Tensor,
-             sigma_e: torch.Tensor, generators: list[torch.Generator], window: str = "ramp",
+             sigma_e: torch.Tensor, seeds: torch.Tensor, window: str = "ramp",
              mode: str = "difference") -> torch.Tensor:
     """Low-dose CT: the full acquisition ``g`` with I0 = dose_fraction x ``i0_full`` photons per bin,
     Poisson + electronic noise, reconstructed. HU in, HU out."""
     shape = tuple(hu.shape[-2:])
     p = _acquire(hu, g, pixel_mm)
-    noisy = transmission_noise(p, dose_fraction.to(p) * i0_full, sigma_e.to(p), generators)
+    noisy = transmission_noise(p, dose_fraction.to(p) * i0_full, sigma_e.to(p), seeds)
     return insert(hu, reconstruct(noisy, g, pixel_mm, shape, window), reconstruct(p, g, pixel_mm, shape, window), mode)
 
 

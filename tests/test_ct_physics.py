@@ -15,7 +15,6 @@ from hypothesis import strategies as st
 from medq_synth.kernels import ct as K
 from medq_synth.kernels.geometry import Geometry, default_geometry
 from medq_synth.physics import ct
-from medq_synth.physics.rng import generator
 
 
 @given(kind=st.sampled_from(["parallel", "fan-flat", "fan-equiangular"]), h=st.integers(8, 24), w=st.integers(8, 24),
@@ -96,7 +95,7 @@ def test_low_dose_noise_scales_with_inverse_sqrt_dose():
     roi = _disc(n, 25, 1.0).bool()[0]
     stds = {}
     for dose in (1.0, 0.5, 0.25, 0.1):
-        out = ct.low_dose(hu, g, pix, 1e6, torch.tensor([dose]), torch.tensor([10.0]), [generator(7)])
+        out = ct.low_dose(hu, g, pix, 1e6, torch.tensor([dose]), torch.tensor([10.0]), torch.tensor([7]))
         stds[dose] = float((out - hu)[0][roi].std())
     for dose in (0.5, 0.25, 0.1):
         assert stds[dose] * math.sqrt(dose) == pytest.approx(stds[1.0], rel=0.15), stds
@@ -126,9 +125,9 @@ def test_low_dose_is_deterministic_and_batch_invariant():
     hu = torch.stack([(_disc(n, 20, 1000.0) - 1000.0)[0], (_disc(n, 25, 1040.0) - 1000.0)[0]])
     g = default_geometry("fan", (n, n), pix, n_views=90)
     dose, se = torch.tensor([0.25, 0.5]), torch.tensor([10.0, 10.0])
-    both = ct.low_dose(hu, g, pix, 1e5, dose, se, [generator(1), generator(2)])
-    one = ct.low_dose(hu[1:], g, pix, 1e5, dose[1:], se[1:], [generator(2)])
-    again = ct.low_dose(hu, g, pix, 1e5, dose, se, [generator(1), generator(2)])
+    both = ct.low_dose(hu, g, pix, 1e5, dose, se, torch.tensor([1, 2]))
+    one = ct.low_dose(hu[1:], g, pix, 1e5, dose[1:], se[1:], torch.tensor([2]))
+    again = ct.low_dose(hu, g, pix, 1e5, dose, se, torch.tensor([1, 2]))
     assert torch.equal(both, again) and torch.equal(both[1:], one)
     with pytest.raises(ValueError, match="parallel geometry"):
         ct.fewer_views(hu, g, g.limited(math.pi), pix)

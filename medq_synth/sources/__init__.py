@@ -85,6 +85,24 @@ def _qa_from_row(row: dict[str, Any], strict_answer: bool = True) -> QA | None:
     return QA(question, dict(opts), answer, extra)
 
 
+def tsv_image(row: dict[str, str], rows: dict[str, dict[str, str]], folder: Path, column: str = "image",
+              path_column: str = "image_path") -> bytes | Path:
+    """A VLMEvalKit row's image: base64 bytes of ``column`` (a short cell naming another row's index points at
+    that row's image), else the file in ``path_column`` (relative to ``folder``)."""
+    img = (row.get(column) or "").strip()
+    if img and len(img) <= 64 and img in rows:          # VLMEvalKit: a short cell points at another row
+        img = (rows[img].get("image") or "").strip()
+    if img:
+        try:
+            return base64.b64decode(img, validate=True)
+        except ValueError:
+            raise ItemError(f"{column} cell is not valid base64") from None
+    path = (row.get(path_column) or "").strip()
+    if not path:
+        raise ItemError(f"row has neither an {column} nor an {path_column}")
+    return (folder / path) if not Path(path).is_absolute() else Path(path)
+
+
 _CLEAN_SEVERITIES = {"", "0", "l0", "none", "clean", "good", "original", "nan"}
 
 
@@ -125,18 +143,7 @@ class TSVSource(Source):
         return out
 
     def _image_bytes(self, row: dict[str, str]) -> bytes | Path:
-        img = (row.get("image") or "").strip()
-        if img and len(img) <= 64 and img in self.rows:     # VLMEvalKit: a short cell points at another row
-            img = (self.rows[img].get("image") or "").strip()
-        if img:
-            try:
-                return base64.b64decode(img, validate=True)
-            except ValueError:
-                raise ItemError("image cell is not valid base64") from None
-        path = (row.get("image_path") or "").strip()
-        if not path:
-            raise ItemError("row has neither an image nor an image_path")
-        return (self.path.parent / path) if not Path(path).is_absolute() else Path(path)
+        return tsv_image(row, self.rows, self.path.parent)
 
     def load(self, ref: Ref) -> list[Item]:
         row = self.rows[ref.payload]
