@@ -1,15 +1,19 @@
-"""CT operators: slices/s of forward projection, backprojection, FBP and the whole low-dose cycle (FP, Poisson
-+ electronic noise, log, filter, BP), for parallel and fan beams, in one process, for:
-- medq-synth (``medq_synth.kernels.ct``: Triton on CUDA, the vectorised torch path on the CPU), batched;
+"""CT operators: slices/s of forward projection, backprojection, FBP, the whole low-dose cycle (FP, Poisson
++ electronic noise, log, filter, BP) and the exact transpose, for parallel and fan beams, in one process, for:
+- medq-synth (``medq_synth.kernels.ct``: Triton on CUDA, numba-compiled loops on the CPU), batched;
 - a naive ``grid_sample`` projector: one view at a time, every ray sampled at unit steps by bilinear
   interpolation (the usual pure-torch baseline), and its matching backprojector;
 - astra-toolbox (``pip install 'medq-synth[astra]'``): one slice at a time (astra has no 2-D batching), the CPU
   projectors ``linear`` / ``line_fanflat`` or CUDA ``cuda`` when a GPU is present; astra's CPU FBP is
-  parallel-only ("n/a" for fan).
-Writes a markdown table and a JSON record (card, versions, date) under benchmarks/results/.
+  parallel-only ("n/a" for fan). Its backprojection is its projector's transpose.
+Each operation is warmed up on one slice (JIT compilation, caches), then timed on the batch; the best of
+``--repeats`` counts. The baselines may run on the first ``--baseline-batch`` slices only: astra works slice by
+slice and the naive projector view by view, so their slices/s hardly depend on the batch, and on a CPU a
+64-slice batch would take them most of an hour. Prints the ratios ours / baseline and writes a markdown table
+and a JSON record (card, versions, date) under benchmarks/results/.
 
-    python benchmarks/ct_bench.py                                   # GPU: 512 px, batch 64, 360 and 720 views
-    python benchmarks/ct_bench.py --device cpu --batch 4 --repeats 1  # what the CPU result was run with
+    python benchmarks/ct_bench.py                                      # GPU: 512 px, batch 64, 360 and 720 views
+    python benchmarks/ct_bench.py --device cpu --baseline-batch 8 --repeats 1   # the committed CPU result
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import math
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from _common import base_meta, write_results
@@ -36,16 +41,17 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def timed(fn, device: torch.device, repeats: int) -> float:
-    fn()
+def timed(fn, x, device: torch.device, repeats: int) -> float:
+    """Seconds per slice of ``fn`` on the batch ``x``, after a warm-up on its first slice."""
+    fn(x[:1])
     _sync(device)
     best = math.inf
     for _ in range(repeats):
         t0 = time.perf_counter()
-        fn()
+        fn(x)
         _sync(device)
         best = min(best, time.perf_counter() - t0)
-    return best
+    return best / x.shape[0]
 
 
 # -- naive grid_sample baseline ------------------------------------------------------------------------------
@@ -94,6 +100,7 @@ def _noise(p: torch.Tensor) -> torch.Tensor:
 
 # -- astra ---------------------------------------------------------------------------------------------------
 def astra_ops(g: Geometry, size: int, use_cuda: bool):
+    """astra's forward projection, backprojection and FBP, one slice at a time (numpy arrays in pixel units)."""
     import astra
 
     vol = astra.create_vol_geom(size, size)
@@ -108,12 +115,10 @@ def astra_ops(g: Geometry, size: int, use_cuda: bool):
     pid = astra.create_projector(proj, pg, vol)
 
     def fp(x):
-        for img in x:
-            astra.create_sino(img, pid)
+        return [astra.create_sino(img, pid)[1] for img in x]
 
     def bp(s):
-        for sino in s:
-            astra.create_backprojection(sino, pid)
+        return [astra.create_backprojection(sino, pid)[1] for sino in s]
 
     fbp = None
     if use_cuda or g.kind == "parallel":
@@ -132,38 +137,51 @@ def astra_ops(g: Geometry, size: int, use_cuda: bool):
     return fp, bp, fbp
 
 
+OPS = ("forward", "backproject", "fbp", "low_dose_cycle", "transpose")
+
+
 def bench_config(kind: str, views: int, x: torch.Tensor, shape: tuple[int, int], dev: torch.device,
                  a: argparse.Namespace, has_astra: bool) -> list[dict]:
-    """One geometry and view count: every implementation, every operation."""
+    """One geometry and view count: every implementation, every operation (None: not available)."""
     g = default_geometry(kind, shape, PIXEL_MM, n_views=views)
     p = K.forward(x, g, PIXEL_MM)
-    impls = {"medq-synth": (lambda: K.forward(x, g, PIXEL_MM),
-                            lambda: K.backproject(p, g, PIXEL_MM, shape),
-                            lambda: K.fbp(p, g, PIXEL_MM, shape),
-                            lambda: K.fbp(_noise(K.forward(x, g, PIXEL_MM)), g, PIXEL_MM, shape))}
+    nb = a.baseline_batch or a.batch
+    impls = {"medq-synth": (x, p, {
+        "forward": lambda x: K.forward(x, g, PIXEL_MM),
+        "backproject": lambda p: K.backproject(p, g, PIXEL_MM, shape),
+        "fbp": lambda p: K.fbp(p, g, PIXEL_MM, shape),
+        "low_dose_cycle": lambda x: K.fbp(_noise(K.forward(x, g, PIXEL_MM)), g, PIXEL_MM, shape),
+        "transpose": lambda p: K.adjoint(p, g, PIXEL_MM, shape)})}
     if not a.no_naive:
-        impls["naive grid_sample"] = (lambda: naive_forward(x, g, PIXEL_MM),
-                                      lambda: naive_backproject(p, g, PIXEL_MM, shape),
-                                      lambda: naive_fbp(p, g, PIXEL_MM, shape),
-                                      lambda: naive_fbp(_noise(naive_forward(x, g, PIXEL_MM)), g, PIXEL_MM, shape))
+        impls["naive grid_sample"] = (x[:nb], p[:nb], {
+            "forward": lambda x: naive_forward(x, g, PIXEL_MM),
+            "backproject": lambda p: naive_backproject(p, g, PIXEL_MM, shape),
+            "fbp": lambda p: naive_fbp(p, g, PIXEL_MM, shape),
+            "low_dose_cycle": lambda x: naive_fbp(_noise(naive_forward(x, g, PIXEL_MM)), g, PIXEL_MM, shape)})
     if has_astra:
-        xs, ps = x.cpu().numpy(), (p.cpu().numpy() / PIXEL_MM)
         fp, bp, fbp = astra_ops(g, shape[0], dev.type == "cuda")
 
-        def cycle() -> None:
-            fp(xs)
-            _noise(torch.from_numpy(ps))
-            fbp(ps)
-        impls["astra"] = (lambda: fp(xs), lambda: bp(ps), (lambda: fbp(ps)) if fbp else None, cycle if fbp else None)
+        def cycle(xs) -> None:
+            sino = torch.from_numpy(np.stack(fp(xs))) * PIXEL_MM
+            fbp((_noise(sino) / PIXEL_MM).numpy())
+        ops = {"forward": fp, "backproject": bp, "transpose": bp}
+        if fbp:
+            ops.update(fbp=fbp, low_dose_cycle=cycle)
+        impls["astra"] = (x[:nb].cpu().numpy(), (p[:nb].cpu() / PIXEL_MM).numpy(), ops)
     rows = []
-    for name, fns in impls.items():
-        row = {"geometry": kind, "views": views, "impl": name}
-        for op, fn in zip(("forward", "backproject", "fbp", "low_dose_cycle"), fns, strict=True):
-            row[op] = a.batch / timed(fn, dev, a.repeats) if fn else None
+    for name, (xs, ps, ops) in impls.items():
+        row = {"geometry": kind, "views": views, "impl": name, "slices": len(xs)}
+        for op in OPS:
+            fn = ops.get(op)
+            row[op] = 1.0 / timed(fn, xs if op in ("forward", "low_dose_cycle") else ps, dev, a.repeats) \
+                if fn else None
         rows.append(row)
         print(f"{kind:8} {views:4} {name:18} " + "  ".join(
-            f"{op} {row[op]:8.2f}/s" if row[op] else f"{op} n/a" for op in
-            ("forward", "backproject", "fbp", "low_dose_cycle")), flush=True)
+            f"{op} {row[op]:8.2f}/s" if row[op] else f"{op} n/a" for op in OPS), flush=True)
+    ours = rows[0]
+    for row in rows[1:]:
+        print(f"{'':14} medq-synth / {row['impl']}: " + "  ".join(
+            f"{op} {ours[op] / row[op]:.1f}x" for op in OPS if row[op] and ours[op]), flush=True)
     return rows
 
 
@@ -174,6 +192,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--views", type=int, nargs="+", default=[360, 720])
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--baseline-batch", type=int, default=0, help="slices timed for naive and astra (0: --batch)")
     ap.add_argument("--no-naive", action="store_true")
     ap.add_argument("--no-astra", action="store_true")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
@@ -193,22 +212,35 @@ def main() -> None:
         has_astra = False
     rows = [row for kind in ("parallel", "fan") for views in a.views
             for row in bench_config(kind, views, x, shape, dev, a, has_astra)]
-    meta = {**base_meta(dev), "size": a.size, "batch": a.batch, "repeats": a.repeats, "pixel_mm": PIXEL_MM,
-            "triton": K.use_triton(dev)}
+    meta = {**base_meta(dev), "size": a.size, "batch": a.batch, "baseline_batch": a.baseline_batch or a.batch,
+            "repeats": a.repeats, "pixel_mm": PIXEL_MM, "backend": K.backend(dev)}
+    if meta["backend"] == "numba":
+        import numba
+
+        meta["numba"] = numba.__version__
     try:
         import astra
 
         meta["astra"] = astra.__version__
     except ImportError:
         pass
-    ops = ("forward", "backproject", "fbp", "low_dose_cycle")
+    cells = []
+    for r in rows:
+        cells.append([r["geometry"], str(r["views"]), f"{r['impl']} ({r['slices']} slices)"]
+                     + [f"{r[op]:.2f}" if r[op] else "n/a" for op in OPS])
+        if r["impl"] != "medq-synth":
+            ours = next(o for o in rows if o["impl"] == "medq-synth" and o["geometry"] == r["geometry"]
+                        and o["views"] == r["views"])
+            cells.append(["", "", f"medq-synth / {r['impl']}"]
+                         + [f"{ours[op] / r[op]:.1f}x" if r[op] else "" for op in OPS])
     write_results(a.out, f"ct_bench_{dev.type}", meta, rows,
                   f"CT operators: slices/s at {a.size}x{a.size}, batch {a.batch}",
-                  ["geometry", "views", "implementation", "forward", "backprojection", "FBP", "low-dose cycle"],
-                  [[r["geometry"], str(r["views"]), r["impl"]] + [f"{r[op]:.2f}" if r[op] else "n/a" for op in ops]
-                   for r in rows],
+                  ["geometry", "views", "implementation", "forward", "backprojection", "FBP", "low-dose cycle",
+                   "transpose"], cells,
                   ["The low-dose cycle is forward projection, Poisson + electronic noise, log, filter and "
-                   "backprojection. astra runs one slice at a time; its CPU FBP is parallel-beam only (n/a)."])
+                   "backprojection. Backprojection: FBP's pixel-driven one for medq-synth and the naive baseline, "
+                   "the projector's transpose for astra (its only backprojector; also under transpose). astra runs "
+                   "one slice at a time; its CPU FBP is parallel-beam only (n/a)."])
 
 
 if __name__ == "__main__":

@@ -1,44 +1,87 @@
-"""The CT operators, dispatched: Triton kernels on CUDA (``ct_triton``), the vectorised torch reference
-elsewhere (``ct_torch``). ``MEDQ_SYNTH_TRITON=0`` forces the torch path everywhere."""
+"""The CT operators, dispatched by device: Triton kernels on CUDA (``ct_triton``), numba-compiled loops on the
+CPU (``ct_numba``), the vectorised torch reference (``ct_torch``) where neither is available.
+
+``MEDQ_SYNTH_CT_BACKEND`` = ``auto`` (default) | ``torch`` | ``numba`` | ``triton`` forces one; a forced
+backend that cannot run on the tensor's device falls back to torch, the oracle the other two are tested
+against (numba: identical bits; Triton: float32 rounding)."""
 
 from __future__ import annotations
 
 import os
+from functools import cache
 
 import torch
 
 from . import ct_torch
 from .geometry import Geometry
 
+BACKENDS = ("auto", "torch", "numba", "triton")
+
+
+@cache
+def _numba_ok() -> bool:
+    try:
+        from . import ct_numba  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def backend(device: torch.device) -> str:
+    """The implementation that runs on ``device``: "triton", "numba" or "torch"."""
+    choice = os.environ.get("MEDQ_SYNTH_CT_BACKEND", "auto").lower()
+    if choice not in BACKENDS:
+        raise ValueError(f"MEDQ_SYNTH_CT_BACKEND is one of {', '.join(BACKENDS)}, not {choice!r}")
+    if choice == "torch":
+        return "torch"
+    if device.type == "cuda" and choice in ("auto", "triton"):
+        from . import ct_triton
+
+        if ct_triton.available(device):
+            return "triton"
+    if device.type == "cpu" and choice in ("auto", "numba") and _numba_ok():
+        return "numba"
+    return "torch"
+
 
 def use_triton(device: torch.device) -> bool:
-    if os.environ.get("MEDQ_SYNTH_TRITON", "1") == "0":
-        return False
-    from . import ct_triton
-
-    return ct_triton.available(device)
+    return backend(device) == "triton"
 
 
 def forward(x: torch.Tensor, g: Geometry, pixel_mm: float) -> torch.Tensor:
     """Line integrals ``(B, V, D)`` of ``x`` (``B x H x W``, mm^-1): Joseph's projector."""
-    if use_triton(x.device):
+    impl = backend(x.device)
+    if impl == "triton":
         from . import ct_triton
 
         return ct_triton.forward(x, g, pixel_mm)
+    if impl == "numba":
+        from . import ct_numba
+
+        return ct_numba.forward(x, g, pixel_mm)
     return ct_torch.forward(x, g, pixel_mm)
 
 
 def adjoint(y: torch.Tensor, g: Geometry, pixel_mm: float, shape: tuple[int, int]) -> torch.Tensor:
-    """The exact transpose of ``forward`` (torch on every device, see ``ct_triton``)."""
+    """The exact transpose of ``forward`` (no Triton kernel: on CUDA the torch scatter runs)."""
+    if backend(y.device) == "numba":
+        from . import ct_numba
+
+        return ct_numba.adjoint(y, g, pixel_mm, shape)
     return ct_torch.adjoint(y, g, pixel_mm, shape)
 
 
 def backproject(q: torch.Tensor, g: Geometry, pixel_mm: float, shape: tuple[int, int]) -> torch.Tensor:
     """FBP's weighted pixel-driven backprojection of a filtered sinogram."""
-    if use_triton(q.device) and not (g.kind == "fan" and g.detector != "flat"):
+    impl = backend(q.device)
+    if impl == "triton" and not (g.kind == "fan" and g.detector != "flat"):
         from . import ct_triton
 
         return ct_triton.backproject(q, g, pixel_mm, shape)
+    if impl == "numba":
+        from . import ct_numba
+
+        return ct_numba.backproject(q, g, pixel_mm, shape)
     return ct_torch.backproject(q, g, pixel_mm, shape)
 
 

@@ -67,15 +67,15 @@ def build_registry() -> Registry:
         t["ct_low_dose"],
         lambda m, u, s, f: {"dose_fraction": _const(n(s), m["dose_fraction"]), "i0_full": _const(n(s), m["i0_full"]),
                             "sigma_e": _const(n(s), m["sigma_e"]), "noise_seed": s.clone()},
-        _ct_apply(_low_dose), modalities=ct_only, physical=True, default_on_cpu=False))
+        _ct_apply(_low_dose), modalities=ct_only, physical=True))
     reg.register(Degradation(
         t["ct_sparse_view"],
         lambda m, u, s, f: {"n_views": _const(n(s), round(m["n_views"]))},
-        _ct_apply(_sparse_view), modalities=ct_only, physical=True, default_on_cpu=False))
+        _ct_apply(_sparse_view), modalities=ct_only, physical=True))
     reg.register(Degradation(
         t["ct_limited_angle"],
         lambda m, u, s, f: {"arc_deg": _const(n(s), m["arc_deg"])},
-        _ct_apply(_limited_angle), modalities=ct_only, physical=True, default_on_cpu=False))
+        _ct_apply(_limited_angle), modalities=ct_only, physical=True))
     return reg
 
 

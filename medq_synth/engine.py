@@ -171,8 +171,8 @@ class Generator:
         self.degs = self._resolve_degradations(degradations)
 
     def _resolve_degradations(self, names: list[str] | None) -> list[Degradation]:
-        if names is None:       # the default set; the CT physics joins it on CUDA only (seconds per slice on a CPU)
-            return [d for d in REGISTRY if d.default_on_cpu or self.device.type != "cpu"]
+        if names is None:
+            return list(REGISTRY)
         degs: list[Degradation] = []
         for name in names:
             try:

@@ -46,9 +46,6 @@ class Degradation:
     # Physical models need each item's window (to return to physical units) and pixel size: the engine adds
     # ``window_lo``, ``window_hi`` and ``pixel_mm`` (float64, (B,)) to their parameters before ``apply``.
     physical: bool = False
-    # Part of the default set on the CPU too (the CT physics costs seconds per slice there: opt-in on the CPU,
-    # default on CUDA).
-    default_on_cpu: bool = True
 
     @property
     def name(self) -> str:

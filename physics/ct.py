@@ -10,6 +10,8 @@ Operators come from ``medq_synth.kernels`` (Joseph projector, its transpose, pix
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 
 from medq_synth.kernels import ct as K
@@ -58,11 +60,13 @@ def insert(hu: torch.Tensor, recon_degraded: torch.Tensor, recon_clean: torch.Te
     """``difference``: input + (recon of degraded data - recon of clean data), so the output differs from the
     input by the simulated effect alone, not by the reconstruction's own blur; ``full``: the degraded
     reconstruction itself."""
-    if mode == "difference":
-        return hu + (recon_degraded - recon_clean)
-    if mode == "full":
-        return recon_degraded
-    raise ValueError(f"insertion mode is 'difference' or 'full', not {mode!r}")
+    _check_mode(mode)
+    return hu + (recon_degraded - recon_clean) if mode == "difference" else recon_degraded
+
+
+def _check_mode(mode: str) -> None:
+    if mode not in ("difference", "full"):
+        raise ValueError(f"insertion mode is 'difference' or 'full', not {mode!r}")
 
 
 def _acquire(hu: torch.Tensor, g: Geometry, pixel_mm: float) -> torch.Tensor:
@@ -74,10 +78,28 @@ def low_dose(hu: torch.Tensor, g: Geometry, pixel_mm: float, i0_full: float, dos
              mode: str = "difference") -> torch.Tensor:
     """Low-dose CT: the full acquisition ``g`` with I0 = dose_fraction x ``i0_full`` photons per bin,
     Poisson + electronic noise, reconstructed. HU in, HU out."""
+    _check_mode(mode)
     shape = tuple(hu.shape[-2:])
     p = _acquire(hu, g, pixel_mm)
     noisy = transmission_noise(p, dose_fraction.to(p) * i0_full, sigma_e.to(p), seeds)
-    return insert(hu, reconstruct(noisy, g, pixel_mm, shape, window), reconstruct(p, g, pixel_mm, shape, window), mode)
+    if mode == "full":
+        return reconstruct(noisy, g, pixel_mm, shape, window)
+    # FBP is linear and HU affine in mu: recon(noisy) - recon(clean) = 1000 / mu_w FBP(noisy - clean), one
+    # reconstruction instead of two and no cancellation of two large images.
+    return hu + K.fbp(noisy - p, g, pixel_mm, shape, window) * (1000.0 / MU_WATER)
+
+
+def view_subset(g_full: Geometry, g_reduced: Geometry) -> slice | None:
+    """The views of ``g_full`` that ``g_reduced`` consists of, as a slice, or None if its angles are not
+    among them (then it is projected anew). Sparse view with a divisor of the full count and every limited
+    arc from ``Geometry.limited`` are subsets: their sinograms are the full scan's rows, not a re-projection."""
+    if replace(g_reduced, n_views=g_full.n_views, arc=g_full.arc) != g_full:
+        return None
+    step = g_reduced.view_step / g_full.view_step
+    stride = round(step)
+    if abs(step - stride) > 1e-9 or stride < 1 or (g_reduced.n_views - 1) * stride >= g_full.n_views:
+        return None
+    return slice(0, (g_reduced.n_views - 1) * stride + 1, stride)
 
 
 def fewer_views(hu: torch.Tensor, g_full: Geometry, g_reduced: Geometry, pixel_mm: float,
@@ -87,8 +109,9 @@ def fewer_views(hu: torch.Tensor, g_full: Geometry, g_reduced: Geometry, pixel_m
     A reduced arc is reconstructed with the backprojection normalised to the arc actually measured (pi over
     the views, as astra's and most FBPs do): without it the image would lose arc/pi of its attenuation and
     turn dark instead of showing the missing wedge's streaks and directional blur."""
+    _check_mode(mode)
     shape = tuple(hu.shape[-2:])
-    clean = reconstruct(_acquire(hu, g_full, pixel_mm), g_full, pixel_mm, shape, window)
+    p_full = _acquire(hu, g_full, pixel_mm)
     scale = 1.0
     if g_reduced.arc < g_full.arc - 1e-9:
         if g_reduced.kind == "fan":
@@ -96,5 +119,9 @@ def fewer_views(hu: torch.Tensor, g_full: Geometry, g_reduced: Geometry, pixel_m
             # weights. Limited angle is simulated on a 180 degree parallel acquisition, as in the literature.
             raise ValueError("a fan-beam arc below 360 degrees needs short-scan weights: use a parallel geometry")
         scale = g_full.arc / g_reduced.arc
-    mu = K.fbp(_acquire(hu, g_reduced, pixel_mm), g_reduced, pixel_mm, shape, window) * scale
-    return insert(hu, mu_to_hu(mu), clean, mode)
+    views = view_subset(g_full, g_reduced)
+    p = p_full[:, views] if views is not None else _acquire(hu, g_reduced, pixel_mm)
+    degraded = mu_to_hu(K.fbp(p, g_reduced, pixel_mm, shape, window) * scale)
+    if mode == "full":
+        return degraded
+    return insert(hu, degraded, reconstruct(p_full, g_full, pixel_mm, shape, window), mode)

@@ -24,6 +24,7 @@ from .conftest import read_rows
 
 GENERIC = ["gaussian_noise", "gaussian_blur", "motion_blur", "low_resolution", "adjust_brightness", "exposure",
            "reduce_contrast", "rotation", "movement"]
+CT = ["ct_low_dose", "ct_sparse_view", "ct_limited_angle"]
 REQUIRED = {"id", "source_id", "modality", "degradation", "category", "level", "severity", "seed", "params", "psnr",
             "ssim", "image", "shard", "key", "question", "options", "answer"}
 
@@ -42,13 +43,21 @@ def test_ssim_ordering_on_phantoms(default_run):
         l1, l2 = np.mean(ssim[(deg, 1)]), np.mean(ssim[(deg, 2)])
         assert l2 < l1 < 1.0, (deg, l1, l2)
     assert all(s == 1.0 for s in ssim[("none", 0)])
+    # the CT physics (default on the CPU too): L2 is worse than L1 on every CT slice
+    by_item = {(r["source_id"], r["degradation"], r["level"]): r["ssim"] for r in rows if r["degradation"] in CT}
+    assert len(by_item) == 8 * 3 * 2
+    for (src, deg, level), s in by_item.items():
+        if level == 2:
+            assert s < by_item[(src, deg, 1)] < 1.0, (src, deg)
 
 
 def test_manifest_rows_are_complete_and_consistent(default_run):
     rows = read_rows(default_run)
     n_items = len({r["source_id"] for r in rows})
     assert n_items == 30
-    assert len(rows) == n_items * (1 + 2 * len(GENERIC))
+    n_ct = len({r["source_id"] for r in rows if r["modality"] == "ct"})
+    assert n_ct == 8
+    assert len(rows) == n_items * (1 + 2 * len(GENERIC)) + n_ct * 2 * len(CT)
     assert len({r["id"] for r in rows}) == len(rows)
     modalities = {r["modality"] for r in rows}
     assert modalities == {"ct", "mri", "ultrasound", "xray", "fundus", "histopathology"}
@@ -96,9 +105,10 @@ def test_contact_sheet_and_tsv_export(default_run):
     assert sheet.size[0] > 4 * 3 * 100 and sheet.size[1] > 9 * 100
     with (default_run / "benchmark.tsv").open() as fh:
         rows = list(csv.DictReader(fh, delimiter="\t"))
-    assert len(rows) == 24 * 19
+    assert len(rows) == 24 * 19 + 6 * 2 * len(CT)                 # 6 CT phantoms with questions
     assert {r["degradation_severity"] for r in rows} == {"L0", "L1", "L2"}
-    assert {"downsample_artifact", "gaussian_noise", "none"} <= {r["degradation_type"] for r in rows}
+    assert {"downsample_artifact", "gaussian_noise", "none", "low_dose", "sparse_view", "limited_angle"} \
+        <= {r["degradation_type"] for r in rows}
     # the exported TSV is a valid source: its clean rows become items again
     out = default_run.parent / "from_tsv"
     s = generate(str(default_run / "benchmark.tsv"), out, degradations=["gaussian_noise"], levels=(0, 1),
