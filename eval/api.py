@@ -72,7 +72,9 @@ def run(out: str | Path, model: str | Backend = "observer", sources: list[str] |
         backend.fit(_gold_answers(gen))
     from tqdm import tqdm
 
-    bar = tqdm(total=None, desc="degrade", unit="entry", disable=not progress, position=0, dynamic_ncols=True)
+    # the engine advances by fractions of a source entry: show the count rounded
+    bar = tqdm(total=None, desc="degrade", unit="entry", disable=not progress, position=0, dynamic_ncols=True,
+               bar_format="{desc}: {n:.0f} entries [{elapsed}, {rate_fmt}]")
     skipped: Counter = Counter()
     batches = engine_batches(gen, lambda s: not store.done(setting.key(s)), bar.update, skipped)
     try:
