@@ -42,10 +42,11 @@ def transmission_noise(p: torch.Tensor, i0: torch.Tensor, sigma_e: torch.Tensor,
     i0 = i0.to(p)[:, None, None]
     lam = (i0.double() * torch.exp(-p.double())).float()
     counts = torch.empty_like(lam)
-    for i, seed in enumerate(seeds.tolist()):
+    # one host copy of the per-item scalars, not a device sync per item
+    for i, (seed, sig) in enumerate(zip(seeds.tolist(), sigma_e.tolist(), strict=True)):
         g = generator(seed, p.device)
         counts[i] = torch.poisson(lam[i], generator=g)
-        counts[i] += sigma_e[i].item() * torch.randn(lam.shape[1:], generator=g, device=p.device, dtype=p.dtype)
+        counts[i] += sig * torch.randn(lam.shape[1:], generator=g, device=p.device, dtype=p.dtype)
     return -torch.log(counts.clamp_min(MIN_COUNT) / i0)
 
 
