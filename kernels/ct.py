@@ -8,6 +8,7 @@ against (numba: identical bits; Triton: float32 rounding)."""
 from __future__ import annotations
 
 import os
+import warnings
 from functools import cache
 
 import torch
@@ -23,6 +24,10 @@ def _numba_ok() -> bool:
     try:
         from . import ct_numba  # noqa: F401
     except ImportError:
+        return False
+    except Exception as e:      # e.g. no writable cache directory for the compiled kernels: say why, run torch
+        warnings.warn(f"numba CT kernels unavailable ({type(e).__name__}: {e}); using the slower torch path",
+                      RuntimeWarning, stacklevel=2)
         return False
     return True
 
@@ -42,10 +47,6 @@ def backend(device: torch.device) -> str:
     if device.type == "cpu" and choice in ("auto", "numba") and _numba_ok():
         return "numba"
     return "torch"
-
-
-def use_triton(device: torch.device) -> bool:
-    return backend(device) == "triton"
 
 
 def forward(x: torch.Tensor, g: Geometry, pixel_mm: float) -> torch.Tensor:

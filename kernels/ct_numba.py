@@ -2,9 +2,11 @@
 
 The vectorised torch path steps all rays at once, so each of its ~500 steps streams the whole sinogram and
 the gathered taps through memory; compiled, each ray (or pixel) keeps its sum in registers and every index is
-computed once for the whole batch (the batch is the innermost axis). Per item, every sum runs in exactly the
-order of ``ct_torch`` with the same float32 / float64 operations, so the numbers are the torch oracle's to the
-bit (tested), whatever the batch size or the number of threads (each output element is owned by one thread).
+computed once for the whole batch (the batch is the innermost axis). Forward projection and FBP's
+backprojection run every sum in exactly the order of ``ct_torch`` with the same float32 / float64 operations,
+so their numbers are the torch oracle's to the bit (tested), whatever the batch size or the number of threads
+(each output element is owned by one thread). The transpose scatters into private images per task and sums
+them in a fixed order: deterministic, equal to torch's ``index_add_`` to float rounding.
 Numba rather than a C++ extension: no compiler toolchain at run time, compiled in seconds, cached on disk.
 Imported lazily by ``ct.py``; without numba the torch path runs."""
 

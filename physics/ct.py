@@ -112,7 +112,6 @@ def fewer_views(hu: torch.Tensor, g_full: Geometry, g_reduced: Geometry, pixel_m
     turn dark instead of showing the missing wedge's streaks and directional blur."""
     _check_mode(mode)
     shape = tuple(hu.shape[-2:])
-    p_full = _acquire(hu, g_full, pixel_mm)
     scale = 1.0
     if g_reduced.arc < g_full.arc - 1e-9:
         if g_reduced.kind == "fan":
@@ -121,6 +120,7 @@ def fewer_views(hu: torch.Tensor, g_full: Geometry, g_reduced: Geometry, pixel_m
             raise ValueError("a fan-beam arc below 360 degrees needs short-scan weights: use a parallel geometry")
         scale = g_full.arc / g_reduced.arc
     views = view_subset(g_full, g_reduced)
+    p_full = _acquire(hu, g_full, pixel_mm) if views is not None or mode == "difference" else None
     p = p_full[:, views] if views is not None else _acquire(hu, g_reduced, pixel_mm)
     degraded = mu_to_hu(K.fbp(p, g_reduced, pixel_mm, shape, window) * scale)
     if mode == "full":
