@@ -25,10 +25,11 @@ except ImportError:           # CPU-only installs: the torch path serves
 
 if triton is not None:
     @triton.jit
-    def _joseph_kernel(img_ptr, out_ptr, start_ptr, slope_ptr, hi_ptr, lim_ptr, sec_ptr, pri_ptr, wt_ptr,
+    def _joseph_kernel(img_ptr, out_ptr, start_ptr, slope_ptr, hi_ptr, lim_ptr, sec_ptr, pri_ptr, off_ptr, wt_ptr,
                        n_rays, img_stride, out_stride, steps, lo_clamp, BLOCK: tl.constexpr):
-        item = tl.program_id(0)
-        offs = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+        # axis 0: blocks of rays, axis 1: items, so that consecutive programs read the same image (L2 locality)
+        item = tl.program_id(1)
+        offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
         mask = offs < n_rays
         start = tl.load(start_ptr + offs, mask=mask, other=0.0)
         slope = tl.load(slope_ptr + offs, mask=mask, other=0.0)
@@ -37,7 +38,7 @@ if triton is not None:
         sec = tl.load(sec_ptr + offs, mask=mask, other=0)
         pri = tl.load(pri_ptr + offs, mask=mask, other=0)
         wt = tl.load(wt_ptr + offs, mask=mask, other=0.0)
-        base_ptr = img_ptr + item * img_stride
+        base_ptr = img_ptr + item * img_stride + tl.load(off_ptr + offs, mask=mask, other=0)
         acc = tl.zeros([BLOCK], dtype=tl.float32)
         for k in range(steps):
             pos = start + k * slope
@@ -55,8 +56,8 @@ if triton is not None:
     def _backproject_kernel(q_ptr, out_ptr, cos_ptr, sin_ptr, n_pix, width, n_views, q_stride, row_len, out_stride,
                             cx, cy, pixel_mm, det_spacing, det_centre, sid, sdd, lo_clamp, hi_clamp,
                             FAN: tl.constexpr, BLOCK: tl.constexpr):
-        item = tl.program_id(0)
-        offs = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+        item = tl.program_id(1)
+        offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
         mask = offs < n_pix
         # pixel centres in mm, float64 like the torch reference
         x = ((offs % width).to(tl.float64) - cx) * pixel_mm
@@ -89,17 +90,27 @@ def available(device: torch.device) -> bool:
 
 
 def forward(x: torch.Tensor, g: Geometry, pixel_mm: float, block: int = 128) -> torch.Tensor:
-    """``ct_torch.forward`` as one Triton launch: ``(B, H, W)`` -> ``(B, V, D)``."""
+    """``ct_torch.forward`` as one Triton launch: ``(B, H, W)`` -> ``(B, V, D)``.
+
+    Each item's padded image is stored twice, row-major and transposed: rays that step along columns
+    (x-dominant) read the transposed copy, where their interpolation axis is contiguous, so the neighbouring
+    rays of a block read neighbouring addresses (coalesced loads) whichever way they run. The values read,
+    and so the sums, are the same as from one copy."""
     b, h, w = x.shape
     r = _Rays(g, (h, w), pixel_mm, x.device)
-    img = torch.nn.functional.pad(x.float(), (_PAD,) * 4).reshape(b, -1).contiguous()
+    padded = torch.nn.functional.pad(x.float(), (_PAD,) * 4)                # (B, PH, PW)
+    ph, pw = padded.shape[-2:]
+    img = torch.cat([padded.reshape(b, -1), padded.transpose(1, 2).reshape(b, -1)], dim=1).contiguous()
+    xdom = r.pri_stride == 1                                                # steps along columns
+    sec = torch.where(xdom, 1, r.sec_stride).to(torch.int64).contiguous()
+    pri = torch.where(xdom, ph, r.pri_stride).to(torch.int64).contiguous()
+    off = torch.where(xdom, ph * pw, 0).to(torch.int64).contiguous()
     n = r.weight.shape[0]
     out = torch.empty(b, n, device=x.device, dtype=torch.float32)
-    grid = (b, triton.cdiv(n, block))
+    grid = (triton.cdiv(n, block), b)
     _joseph_kernel[grid](img, out, r.start.contiguous(), r.slope.contiguous(), r.hi.contiguous(),
-                         r.lim_pri.to(torch.int64).contiguous(), r.sec_stride.to(torch.int64).contiguous(),
-                         r.pri_stride.to(torch.int64).contiguous(), r.weight.contiguous(), n, img.shape[1], n,
-                         r.steps, float(-_PAD + 0.5), BLOCK=block)
+                         r.lim_pri.to(torch.int64).contiguous(), sec, pri, off, r.weight.contiguous(), n,
+                         img.shape[1], n, r.steps, float(-_PAD + 0.5), BLOCK=block)
     return out.reshape(b, g.n_views, g.n_det)
 
 
@@ -115,7 +126,7 @@ def backproject(q: torch.Tensor, g: Geometry, pixel_mm: float, shape: tuple[int,
     rows = torch.nn.functional.pad(q.float(), (_PAD, _PAD)).contiguous()  # (B, V, D + 2 PAD)
     n = h * w
     out = torch.empty(b, n, device=q.device, dtype=torch.float32)
-    grid = (b, triton.cdiv(n, block))
+    grid = (triton.cdiv(n, block), b)
     _backproject_kernel[grid](rows, out, torch.cos(th).contiguous(), torch.sin(th).contiguous(), n, w, g.n_views,
                               rows.shape[1] * rows.shape[2], rows.shape[2], n, (w - 1) / 2, (h - 1) / 2,
                               float(pixel_mm), float(g.det_spacing), (g.n_det - 1) / 2, float(g.sid), float(g.sdd),
