@@ -49,41 +49,35 @@ def backend(device: torch.device) -> str:
     return "torch"
 
 
-def forward(x: torch.Tensor, g: Geometry, pixel_mm: float) -> torch.Tensor:
-    """Line integrals ``(B, V, D)`` of ``x`` (``B x H x W``, mm^-1): Joseph's projector."""
-    impl = backend(x.device)
-    if impl == "triton":
+def _module(device: torch.device, has_triton: bool = True):
+    """The module implementing an operator on ``device``; ``has_triton`` False for the operators without a
+    Triton kernel (the transpose, the equiangular-fan backprojection): torch runs those on CUDA."""
+    impl = backend(device)
+    if impl == "triton" and has_triton:
         from . import ct_triton
 
-        return ct_triton.forward(x, g, pixel_mm)
+        return ct_triton
     if impl == "numba":
         from . import ct_numba
 
-        return ct_numba.forward(x, g, pixel_mm)
-    return ct_torch.forward(x, g, pixel_mm)
+        return ct_numba
+    return ct_torch
+
+
+def forward(x: torch.Tensor, g: Geometry, pixel_mm: float) -> torch.Tensor:
+    """Line integrals ``(B, V, D)`` of ``x`` (``B x H x W``, mm^-1): Joseph's projector."""
+    return _module(x.device).forward(x, g, pixel_mm)
 
 
 def adjoint(y: torch.Tensor, g: Geometry, pixel_mm: float, shape: tuple[int, int]) -> torch.Tensor:
-    """The exact transpose of ``forward`` (no Triton kernel: on CUDA the torch scatter runs)."""
-    if backend(y.device) == "numba":
-        from . import ct_numba
-
-        return ct_numba.adjoint(y, g, pixel_mm, shape)
-    return ct_torch.adjoint(y, g, pixel_mm, shape)
+    """The exact transpose of ``forward``."""
+    return _module(y.device, has_triton=False).adjoint(y, g, pixel_mm, shape)
 
 
 def backproject(q: torch.Tensor, g: Geometry, pixel_mm: float, shape: tuple[int, int]) -> torch.Tensor:
     """FBP's weighted pixel-driven backprojection of a filtered sinogram."""
-    impl = backend(q.device)
-    if impl == "triton" and not (g.kind == "fan" and g.detector != "flat"):
-        from . import ct_triton
-
-        return ct_triton.backproject(q, g, pixel_mm, shape)
-    if impl == "numba":
-        from . import ct_numba
-
-        return ct_numba.backproject(q, g, pixel_mm, shape)
-    return ct_torch.backproject(q, g, pixel_mm, shape)
+    triton_ok = not (g.kind == "fan" and g.detector == "equiangular")
+    return _module(q.device, has_triton=triton_ok).backproject(q, g, pixel_mm, shape)
 
 
 def fbp(p: torch.Tensor, g: Geometry, pixel_mm: float, shape: tuple[int, int], window: str = "ramp") -> torch.Tensor:

@@ -127,9 +127,7 @@ def _threads() -> None:
 
 
 def _ray_arrays(r: _Rays) -> tuple[np.ndarray, ...]:
-    return tuple(np.ascontiguousarray(t.cpu().numpy()) for t in
-                 (r.start, r.slope, r.hi, r.lim_pri.to(torch.int64), r.sec_stride.to(torch.int64),
-                  r.pri_stride.to(torch.int64)))
+    return tuple(t.contiguous().numpy() for t in (r.start, r.slope, r.hi, r.lim_pri, r.sec_stride, r.pri_stride))
 
 
 def forward(x: torch.Tensor, g: Geometry, pixel_mm: float) -> torch.Tensor:

@@ -102,14 +102,14 @@ def forward(x: torch.Tensor, g: Geometry, pixel_mm: float, block: int = 128) -> 
     ph, pw = padded.shape[-2:]
     img = torch.cat([padded.reshape(b, -1), padded.transpose(1, 2).reshape(b, -1)], dim=1).contiguous()
     xdom = r.pri_stride == 1                                                # steps along columns
-    sec = torch.where(xdom, 1, r.sec_stride).to(torch.int64).contiguous()
-    pri = torch.where(xdom, ph, r.pri_stride).to(torch.int64).contiguous()
-    off = torch.where(xdom, ph * pw, 0).to(torch.int64).contiguous()
+    sec = torch.where(xdom, 1, r.sec_stride)                                 # int64, like _Rays' strides
+    pri = torch.where(xdom, ph, r.pri_stride)
+    off = torch.where(xdom, ph * pw, 0)
     n = r.weight.shape[0]
     out = torch.empty(b, n, device=x.device, dtype=torch.float32)
     grid = (triton.cdiv(n, block), b)
     _joseph_kernel[grid](img, out, r.start.contiguous(), r.slope.contiguous(), r.hi.contiguous(),
-                         r.lim_pri.to(torch.int64).contiguous(), sec, pri, off, r.weight.contiguous(), n,
+                         r.lim_pri.contiguous(), sec, pri, off, r.weight.contiguous(), n,
                          img.shape[1], n, r.steps, float(-_PAD + 0.5), BLOCK=block)
     return out.reshape(b, g.n_views, g.n_det)
 

@@ -245,7 +245,8 @@ class Generator:
 
     def _run_batch(self, jobs: list[Job]) -> list[dict[str, Any]]:
         dev = self.device
-        x = torch.from_numpy(np.stack([j.item.image for j in jobs])).to(dev)
+        host = np.stack([j.item.image for j in jobs])
+        x = torch.from_numpy(host).to(dev)
         win = np.array([j.item.window for j in jobs], dtype=np.float64)                # (B, 2) physical units
         lo = torch.tensor(win[:, 0], dtype=torch.float32, device=dev).view(-1, 1, 1, 1)
         span = torch.tensor(win[:, 1] - win[:, 0], dtype=torch.float32, device=dev).view(-1, 1, 1, 1)
@@ -266,8 +267,8 @@ class Generator:
         disp = to_uint8(v).cpu().numpy()
         c0, c = v0.clamp(0, 1), v.clamp(0, 1)
         p, s = torch.stack([psnr(c, c0), ssim(c, c0)]).cpu().tolist()
-        # the clean image is each item's own host array: no device copy for the report
-        noise = _water_noise(np.stack([j.item.image for j in jobs]), phys) if deg is not None and deg.physical \
+        # the clean image is the batch's host array: no device copy for the report
+        noise = _water_noise(host, phys) if deg is not None and deg.physical \
             and jobs[0].item.units == "HU" else [None] * len(jobs)
         return [{"job": j, "physical": phys[i], "display": disp[i], "params": _param_row(params, i),
                  "seed": int(seeds[i]), "psnr": None if not np.isfinite(p[i]) else round(p[i], 4),

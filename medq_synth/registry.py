@@ -66,11 +66,8 @@ class Degradation:
         """Per-item parameters for a batch of ``len(seeds)`` images of ``shape`` (H, W) pixels."""
         from medq_synth.physics import rng
 
-        from .seeding import derive_seed
-
         mags = self.magnitudes(severity, max(shape))
-        param_seeds = torch.tensor([derive_seed("params", int(s)) for s in seeds.tolist()], dtype=torch.int64)
-        uniforms = rng.uniform(param_seeds, self.n_uniform)
+        uniforms = rng.uniform(rng.substreams(seeds, "params"), self.n_uniform)
         if fill is None:
             fill = torch.zeros(len(seeds), dtype=torch.float64)
         return self.sampler(mags, uniforms, seeds, fill)

@@ -17,7 +17,7 @@ import torch
 from medq_synth.kernels import ct as K
 from medq_synth.kernels.geometry import Geometry
 
-from .rng import generator
+from . import rng
 
 # Water at ~70 keV effective energy: 0.0192 mm^-1 (NIST XCOM, 70 keV: 0.1929 cm^2/g x 1 g/cm^3 = 0.01929 mm^-1;
 # LoDoPaB-CT uses 0.020). Air is taken as 0 (0.02 m^-1, negligible over 0.5 m).
@@ -37,16 +37,12 @@ def mu_to_hu(mu: torch.Tensor, mu_water: float = MU_WATER) -> torch.Tensor:
 def transmission_noise(p: torch.Tensor, i0: torch.Tensor, sigma_e: torch.Tensor, seeds: torch.Tensor) -> torch.Tensor:
     """Noisy line integrals from clean ones ``p`` (``B x V x D``): counts I = Poisson(I0 e^-p) + N(0, sigma_e^2)
     per item (``i0``, ``sigma_e``: ``(B,)`` photons per bin and counts), clamped at MIN_COUNT, p = -ln(I / I0).
-    Each item draws from its own generator (``seeds``: int64 ``(B,)``), so its noise does not depend on the
-    batch; only the draws are per item, the arithmetic is batched."""
+    Each item draws from its own streams (``seeds``: int64 ``(B,)``; the electronic noise from a substream),
+    so its noise does not depend on the batch."""
     i0 = i0.to(p)[:, None, None]
     lam = (i0.double() * torch.exp(-p.double())).float()
-    counts = torch.empty_like(lam)
-    # one host copy of the per-item scalars, not a device sync per item
-    for i, (seed, sig) in enumerate(zip(seeds.tolist(), sigma_e.tolist(), strict=True)):
-        g = generator(seed, p.device)
-        counts[i] = torch.poisson(lam[i], generator=g)
-        counts[i] += sig * torch.randn(lam.shape[1:], generator=g, device=p.device, dtype=p.dtype)
+    electronic = rng.normal(rng.substreams(seeds, "ct-electronic"), tuple(lam.shape[1:]), p.device, p.dtype)
+    counts = rng.poisson(seeds, lam) + sigma_e.to(p)[:, None, None] * electronic
     return -torch.log(counts.clamp_min(MIN_COUNT) / i0)
 
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import torch
 
+from medq_synth.seeding import derive_seed
+
 _MASK63 = (1 << 63) - 1
 
 
@@ -29,6 +31,19 @@ def normal(seeds: torch.Tensor, shape: tuple[int, ...], device: torch.device | s
     for i, s in enumerate(seeds.tolist()):
         torch.randn(shape, generator=generator(s, device), device=device, dtype=dtype, out=out[i])
     return out
+
+
+def poisson(seeds: torch.Tensor, rate: torch.Tensor) -> torch.Tensor:
+    """Poisson draws of ``rate`` (``(B, ...)``, events per element), one generator per item, same shape."""
+    out = torch.empty_like(rate)
+    for i, s in enumerate(seeds.tolist()):
+        out[i] = torch.poisson(rate[i], generator=generator(s, rate.device))
+    return out
+
+
+def substreams(seeds: torch.Tensor, tag: str) -> torch.Tensor:
+    """Seeds of an independent stream ``tag`` for each item (sha256 of tag and seed), int64 ``(B,)``."""
+    return torch.tensor([derive_seed(tag, int(s)) for s in seeds.tolist()], dtype=torch.int64)
 
 
 def uniform(seeds: torch.Tensor, n: int = 1) -> torch.Tensor:
