@@ -85,7 +85,7 @@ def run(out: str | Path, model: str | Backend = "observer", sources: list[str] |
     finally:
         bar.close()
     store.error(getattr(gen, "stream_errors", []))
-    extra = {"command": "run", "sources": gen.source_specs, "degradations": [d.name for d in gen.degs],
+    extra = {"command": "run", "sources": gen.source_specs, "degradations": [s.name for s in gen.selections],
              "levels": list(gen.levels), "severities": list(gen.severities), "seed": seed,
              "device": str(gen.device), "limit": limit, "skipped": dict(sorted(skipped.items()))}
     return _finish(out, store, setting, stats, extra, judge, device, n_boot)

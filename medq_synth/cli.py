@@ -93,7 +93,10 @@ def cmd_list() -> int:
     for d in REGISTRY:
         mods = "all" if len(d.modalities) == 8 else ",".join(sorted(d.modalities))
         alias = d.table.medq_deg_id or "-"
-        print(f"{d.name}  [{CATEGORIES[d.category]}]  modalities: {mods}  MedQ-Deg id: {alias}")
+        optin = "" if d.in_default else "  (opt-in: run when named)"
+        print(f"{d.name}  [{CATEGORIES[d.category]}]  modalities: {mods}  MedQ-Deg id: {alias}{optin}")
+        if d.table.description:
+            print(f"    {d.table.description}")
         for p in d.table.params.values():
             print(f"    {p.name}: L0 {p.identity:g}  L1 {p.L1:g}  L2 {p.L2:g}  ({p.unit}; {p.scale})")
             print(f"        provenance: {p.provenance}")

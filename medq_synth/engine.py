@@ -7,6 +7,7 @@ batch-size invariant, so ``--batch-size``, interruption and resume do not change
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections import Counter, defaultdict
@@ -23,8 +24,8 @@ from .degradations import REGISTRY
 from .display import png_bytes, to_uint8
 from .items import Item, ItemError, validate
 from .metrics import psnr, ssim
-from .registry import Degradation, level_key
-from .seeding import output_seed
+from .registry import Degradation, Selection, level_key
+from .seeding import output_seed, pattern_seed
 from .severity import LEVEL_SEVERITY
 from .sources import Ref, Source, open_source
 from .writer import OutputDir, output_stem, safe_name
@@ -99,20 +100,32 @@ def _round(x: float, digits: int = 6) -> float:
     return float(f"{x:.{digits}g}")
 
 
-def _param_row(params: dict[str, torch.Tensor], i: int) -> dict[str, Any]:
+def _param_row(params: dict[str, torch.Tensor], i: int) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Item ``i``'s recorded parameters: scalars as numbers; arrays (a mask, a motion path) as a digest here
+    and in full in the returned arrays (written to the HDF5 shard); ``_`` keys are inputs, not parameters."""
     row: dict[str, Any] = {}
+    arrays: dict[str, np.ndarray] = {}
     for k, v in params.items():
+        if k.startswith("_"):
+            continue
+        if v.dim() > 1:
+            arr = np.ascontiguousarray(v[i].detach().cpu().numpy())
+            arrays[k] = arr
+            row[k] = f"sha1:{hashlib.sha1(arr.tobytes()).hexdigest()[:16]}"
+            continue
         val = v[i].item()
         row[k] = int(val) if not v.is_floating_point() else _round(float(val))
-    return row
+    return row, arrays
 
 
-# Pixel size assumed for CT items that carry none (a 512 px, 358 mm abdominal field), recorded per output.
-DEFAULT_PIXEL_MM = {"ct": 0.7}
+# Pixel size assumed for items that carry none (CT: a 512 px, 358 mm abdominal field; MRI: 1 mm, a 256 mm
+# head field at 256 px), recorded per output.
+DEFAULT_PIXEL_MM = {"ct": 0.7, "mri": 1.0}
 
 
-def _physical_context(jobs: list[Job], win: np.ndarray) -> dict[str, torch.Tensor]:
-    """Window (physical units) and pixel size (mm; the mean of row and column spacing) of each item."""
+def _physical_context(jobs: list[Job], win: np.ndarray, device: torch.device) -> dict[str, torch.Tensor]:
+    """Window (physical units) and pixel size (mm; the mean of row and column spacing) of each item, and the
+    raw k-space (``_kspace``, on the device) when the batch's items carry it."""
     pixel = []
     for j in jobs:
         sp = j.item.spacing_mm
@@ -122,8 +135,11 @@ def _physical_context(jobs: list[Job], win: np.ndarray) -> dict[str, torch.Tenso
             pixel.append(DEFAULT_PIXEL_MM[j.item.modality])
         else:
             raise ValueError(f"{j.item.id}: no pixel spacing for a physical model")
-    return {"window_lo": torch.from_numpy(win[:, 0].copy()), "window_hi": torch.from_numpy(win[:, 1].copy()),
-            "pixel_mm": torch.tensor(pixel, dtype=torch.float64)}
+    ctx = {"window_lo": torch.from_numpy(win[:, 0].copy()), "window_hi": torch.from_numpy(win[:, 1].copy()),
+           "pixel_mm": torch.tensor(pixel, dtype=torch.float64)}
+    if jobs[0].item.kspace is not None:         # batches never mix raw-data and image items (see _batches)
+        ctx["_kspace"] = torch.from_numpy(np.stack([j.item.kspace for j in jobs])).to(device)
+    return ctx
 
 
 WATER_EQUIVALENT_HU = (-100.0, 100.0)
@@ -168,26 +184,28 @@ class Generator:
         self.device = resolve_device(device)
         self.progress = progress
         self.run_errors: list[dict[str, Any]] = []
-        self.degs = self._resolve_degradations(degradations)
+        self.selections = self._resolve_degradations(degradations)
 
-    def _resolve_degradations(self, names: list[str] | None) -> list[Degradation]:
+    def _resolve_degradations(self, names: list[str] | None) -> list[Selection]:
+        """What each asked name stands for per modality (MedQ-Deg ids may mean a different model per modality)."""
         if names is None:
-            return list(REGISTRY)
-        degs: list[Degradation] = []
+            return REGISTRY.default_selections()
+        selections: list[Selection] = []
         for name in names:
             try:
-                d = REGISTRY.resolve(name)
+                sel = REGISTRY.select(name)
             except KeyError as e:
                 self.run_errors.append({"stage": "arguments", "degradation": name, "reason": e.args[0]})
                 continue
-            if d not in degs:
-                degs.append(d)
-        if names and not degs:
+            if sel not in selections:
+                selections.append(sel)
+        if names and not selections:
             raise GenerateError("no valid degradation left: " + "; ".join(e["reason"] for e in self.run_errors))
-        return degs
+        return selections
 
     def fingerprint(self, refs: list[Ref]) -> dict[str, Any]:
-        return {"medq_synth": __version__, "sources": self.source_specs, "degradations": [d.name for d in self.degs],
+        return {"medq_synth": __version__, "sources": self.source_specs,
+                "degradations": [s.name for s in self.selections],
                 "levels": list(self.levels), "severities": list(self.severities), "seed": self.seed,
                 "limit": self.limit, "shard_items": self.shard_items, "slice_rule": self.slice_rule,
                 "device_type": self.device.type, "n_refs": len(refs)}
@@ -233,9 +251,12 @@ class Generator:
         for it in items:
             if 0 in self.levels:
                 jobs.append(Job(it, None, 0, 0.0, len(jobs)))
-            for d in self.degs:
-                if not d.applies_to(it.modality):
-                    continue
+            models = {}                   # one job per model, in order: two names may mean the same model
+            for sel in self.selections:
+                d = sel.for_modality(it.modality)
+                if d is not None:
+                    models.setdefault(d.name, d)
+            for d in models.values():
                 for lv in self.levels:
                     if lv > 0:
                         jobs.append(Job(it, d, lv, LEVEL_SEVERITY[lv], len(jobs)))
@@ -259,9 +280,11 @@ class Generator:
         else:
             background = np.array([j.item.background for j in jobs], dtype=np.float64)
             fill = torch.from_numpy((background - win[:, 0]) / (win[:, 1] - win[:, 0]))
-            params = deg.sample_params(jobs[0].severity, seeds, tuple(x.shape[-2:]), fill)
-            if deg.physical:
-                params.update(_physical_context(jobs, win))
+            patterns = torch.tensor([pattern_seed(self.seed, j.item.id, j.deg_name) for j in jobs], dtype=torch.int64)
+            ctx = _physical_context(jobs, win, dev) if deg.physical else {}
+            inputs = {"v": v0, **ctx} if deg.image_dependent else None
+            params = deg.sample_params(jobs[0].severity, seeds, tuple(x.shape[-2:]), fill, patterns, inputs)
+            params.update(ctx)
             v = deg.apply(v0, params)
         phys = (lo + v * span).cpu().numpy()
         disp = to_uint8(v).cpu().numpy()
@@ -270,7 +293,8 @@ class Generator:
         # the clean image is the batch's host array: no device copy for the report
         noise = _water_noise(host, phys) if deg is not None and deg.physical \
             and jobs[0].item.units == "HU" else [None] * len(jobs)
-        return [{"job": j, "physical": phys[i], "display": disp[i], "params": _param_row(params, i),
+        rows = [_param_row(params, i) for i in range(len(jobs))]
+        return [{"job": j, "physical": phys[i], "display": disp[i], "params": rows[i][0], "arrays": rows[i][1],
                  "seed": int(seeds[i]), "psnr": None if not np.isfinite(p[i]) else round(p[i], 4),
                  "ssim": round(s[i], 6), "noise_hu": noise[i]} for i, j in enumerate(jobs)]
 
@@ -318,7 +342,7 @@ class Generator:
         jobs = [j for j in self._jobs(items) if want is None or want(j)]
         groups: dict[tuple, list[Job]] = defaultdict(list)
         for j in jobs:
-            groups[(j.deg_name, j.level_key, j.item.shape)].append(j)
+            groups[(j.deg_name, j.level_key, j.item.shape, j.item.kspace_shape)].append(j)
         for key in sorted(groups, key=str):
             g = groups[key]
             for k in range(0, len(g), self.batch_size):
@@ -353,7 +377,8 @@ class Generator:
             row, attrs, image = self._row(r, shard_rel)
             self.out.write_png(image, png_bytes(r["display"]))
             rows.append(row)
-            outputs.append({"key": row["key"], "physical": r["physical"], "display": r["display"], "attrs": attrs})
+            outputs.append({"key": row["key"], "physical": r["physical"], "display": r["display"], "attrs": attrs,
+                            "arrays": r["arrays"]})
         errors.sort(key=lambda e: json.dumps(e, sort_keys=True))
         self.out.write_shard(index, outputs, rows, errors)
         return rows, errors

@@ -59,6 +59,9 @@ class Item:
     arbitrary scanner units for MRI, display fraction for photographs).
     window: ``(lo, hi)`` in the same units, mapped to display black and white; recorded in the manifest.
     background: the physical value of "outside the object" (air: -1000 HU for CT), used as fill.
+    kspace: raw MRI data, complex64 ``(coils, H_k, W_k)``, centred (DC at H_k // 2, W_k // 2), phase encoding
+    along the last axis; ``image`` is then its root-sum-of-squares reconstruction, centre-cropped to
+    ``image``'s size. MRI models degrade this k-space itself; the others act on ``image``.
     """
 
     id: str
@@ -71,10 +74,15 @@ class Item:
     spacing_mm: tuple[float, float] | None = None
     qa: QA | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    kspace: np.ndarray | None = None
 
     @property
     def shape(self) -> tuple[int, int, int]:
         return tuple(self.image.shape)  # type: ignore[return-value]
+
+    @property
+    def kspace_shape(self) -> tuple[int, ...] | None:
+        return None if self.kspace is None else tuple(self.kspace.shape)
 
 
 def as_chw(arr: np.ndarray) -> np.ndarray:
@@ -103,6 +111,14 @@ def validate(item: Item) -> Item:
     if not finite.all():
         n_nan, n_inf = int(np.isnan(img).sum()), int(np.isinf(img).sum())
         raise ItemError(f"image contains {n_nan} NaN and {n_inf} Inf values")
+    if item.kspace is not None:
+        k = item.kspace
+        if k.ndim != 3 or not np.iscomplexobj(k):
+            raise ItemError(f"k-space must be complex (coils, H, W), not {k.dtype} {k.shape}")
+        if k.shape[1] < h or k.shape[2] < w:
+            raise ItemError(f"k-space grid {k.shape[1:]} is smaller than the image {h}x{w}")
+        if not np.isfinite(k).all():
+            raise ItemError("k-space contains NaN or Inf values")
     lo, hi = item.window
     if not (np.isfinite(lo) and np.isfinite(hi) and hi > lo):
         raise ItemError(f"invalid display window {item.window}: need finite lo < hi")

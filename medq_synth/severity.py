@@ -53,6 +53,7 @@ class SeverityTable:
     description: str
     params: dict[str, ParamSpec]
     modalities: tuple[str, ...] = ()       # empty: every modality
+    in_default: bool = True                # False: an opt-in variant, run only when asked for by name
 
     def values(self, severity: float, size_px: int | None = None) -> dict[str, float]:
         return {k: p.value(severity, size_px) for k, p in self.params.items()}
@@ -77,5 +78,6 @@ def load_tables(text: str | None = None) -> dict[str, SeverityTable]:
             params[pname] = spec
         tables[name] = SeverityTable(name=name, category=entry["category"], medq_deg_id=entry.get("medq_deg_id"),
                                      aliases=tuple(entry.get("aliases", ())), description=entry.get("description", ""),
-                                     params=params, modalities=tuple(entry.get("modalities", ())))
+                                     params=params, modalities=tuple(entry.get("modalities", ())),
+                                     in_default=bool(entry.get("in_default", True)))
     return tables

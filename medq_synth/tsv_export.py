@@ -34,7 +34,8 @@ def export_tsv(root: Path, rows: list[dict[str, Any]], name: str = "benchmark.ts
             opts = r.get("options") or {}
             w.writerow([n, img, r["question"], *(opts.get(k, "") for k in OPTION_LETTERS), r.get("answer") or "",
                         MODALITY_LABELS.get(r["modality"], r["modality"]), r["source"],
-                        CATEGORIES.get(r["category"], r["category"]), r["medq_deg_id"], f"L{r['level']}",
+                        CATEGORIES.get(r["category"], r["category"]), r["medq_deg_id"] or r["degradation"],
+                        f"L{r['level']}",
                         r["source_id"], r["seed"]])
             n += 1
     tmp.replace(path)

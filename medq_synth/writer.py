@@ -3,7 +3,8 @@
 Layout of ``OUT``::
 
     run.json                 arguments that determine the outputs (a rerun must match them)
-    shards/shard-00000.h5    one group per output: float32 'physical' (C, H, W) and uint8 'display'
+    shards/shard-00000.h5    one group per output: float32 'physical' (C, H, W), uint8 'display' and
+                             'params/<name>' for array parameters (an MRI mask, a motion path)
     parts/shard-00000.jsonl  manifest rows of the shard; its presence marks the shard complete
     parts/shard-00000.errors.jsonl
     images/<degradation>/<level>/<item>.png
@@ -105,6 +106,8 @@ class OutputDir:
                 g.create_dataset("display", data=out["display"], track_times=False)
                 for k, v in out["attrs"].items():
                     g.attrs[k] = v
+                for k, arr in sorted(out.get("arrays", {}).items()):     # array parameters (masks, motion paths)
+                    g.create_dataset(f"params/{k}", data=arr, track_times=False)
         os.replace(tmp, final)
         atomic_write(self.root / "parts" / f"{name}.errors.jsonl", jsonl(errors))
         atomic_write(self.root / "parts" / f"{name}.jsonl", jsonl(rows))

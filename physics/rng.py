@@ -6,11 +6,17 @@ not depend on which other items share its batch, on the batch size or on the pro
 
 from __future__ import annotations
 
+import hashlib
+
 import torch
 
-from medq_synth.seeding import derive_seed
-
 _MASK63 = (1 << 63) - 1
+
+
+def derive_seed(*parts: object) -> int:
+    """A 63-bit seed from the sha256 of the parts (e.g. global seed, item id, degradation, level key)."""
+    text = "\x1f".join(str(p) for p in parts)
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big") >> 1
 
 
 def generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
@@ -48,5 +54,7 @@ def substreams(seeds: torch.Tensor, tag: str) -> torch.Tensor:
 
 def uniform(seeds: torch.Tensor, n: int = 1) -> torch.Tensor:
     """``n`` uniform [0, 1) draws per item on the CPU (float64), shape ``(B, n)``: for parameter sampling."""
+    if n == 0:
+        return torch.empty((len(seeds), 0), dtype=torch.float64)
     rows = [torch.rand(n, generator=generator(s), dtype=torch.float64) for s in seeds.tolist()]
     return torch.stack(rows) if rows else torch.empty((0, n), dtype=torch.float64)

@@ -300,7 +300,8 @@ def test_ct_degradations_through_the_engine(tmp_path):
     for (src_id, deg, level), e in err.items():
         if level == 2:
             assert e > err[(src_id, deg, 1)] > 0, (deg, err)       # L2 is worse than L1 on every slice
-    assert [d.name for d in Generator(["phantoms"], tmp_path / "x", device="cpu").degs if d.physical] == names
+    on_ct = [s.for_modality("ct") for s in Generator(["phantoms"], tmp_path / "x", device="cpu").selections]
+    assert [d.name for d in on_ct if d is not None and d.physical] == names
     # the report gives the added noise in water-equivalent pixels per level, growing with the level
     noise = summary.noise_hu
     assert set(noise) == set(names) and all(noise[d]["L2"] > noise[d]["L1"] > 0 for d in names)

@@ -25,6 +25,8 @@ from .conftest import read_rows
 GENERIC = ["gaussian_noise", "gaussian_blur", "motion_blur", "low_resolution", "adjust_brightness", "exposure",
            "reduce_contrast", "rotation", "movement"]
 CT = ["ct_low_dose", "ct_sparse_view", "ct_limited_angle"]
+# on MRI items random_motion_artifact is mri_motion (it replaces movement), and six more MRI models join
+MRI = ["mri_undersampling", "mri_motion", "mri_ghosting", "mri_bias_field", "mri_spike", "mri_gibbs", "mri_noise"]
 REQUIRED = {"id", "source_id", "modality", "degradation", "category", "level", "severity", "seed", "params", "psnr",
             "ssim", "image", "shard", "key", "question", "options", "answer"}
 
@@ -49,6 +51,14 @@ def test_ssim_ordering_on_phantoms(default_run):
     for (src, deg, level), s in by_item.items():
         if level == 2:
             assert s < by_item[(src, deg, 1)] < 1.0, (src, deg)
+    # the MRI physics: L2 is worse than L1 for every MRI degradation on every MRI item (phantoms, raw multi-coil
+    # phantoms and pydicom's real MR slices)
+    by_item = {(r["source_id"], r["degradation"], r["level"]): r["ssim"] for r in rows if r["degradation"] in MRI}
+    assert len(by_item) == 8 * len(MRI) * 2
+    for (src, deg, level), s in by_item.items():
+        if level == 2:
+            assert s < by_item[(src, deg, 1)] < 1.0, (src, deg)
+    assert not any(r["degradation"] == "movement" for r in rows if r["modality"] == "mri")
 
 
 def test_manifest_rows_are_complete_and_consistent(default_run):
@@ -57,7 +67,9 @@ def test_manifest_rows_are_complete_and_consistent(default_run):
     assert n_items == 30
     n_ct = len({r["source_id"] for r in rows if r["modality"] == "ct"})
     assert n_ct == 8
-    assert len(rows) == n_items * (1 + 2 * len(GENERIC)) + n_ct * 2 * len(CT)
+    n_mri = len({r["source_id"] for r in rows if r["modality"] == "mri"})
+    assert n_mri == 8
+    assert len(rows) == n_items * (1 + 2 * len(GENERIC)) + n_ct * 2 * len(CT) + n_mri * 2 * (len(MRI) - 1)
     assert len({r["id"] for r in rows}) == len(rows)
     modalities = {r["modality"] for r in rows}
     assert modalities == {"ct", "mri", "ultrasound", "xray", "fundus", "histopathology"}
@@ -105,10 +117,14 @@ def test_contact_sheet_and_tsv_export(default_run):
     assert sheet.size[0] > 4 * 3 * 100 and sheet.size[1] > 9 * 100
     with (default_run / "benchmark.tsv").open() as fh:
         rows = list(csv.DictReader(fh, delimiter="\t"))
-    assert len(rows) == 24 * 19 + 6 * 2 * len(CT)                 # 6 CT phantoms with questions
+    # 6 CT and 6 MRI phantoms with questions
+    assert len(rows) == 24 * 19 + 6 * 2 * len(CT) + 6 * 2 * (len(MRI) - 1)
     assert {r["degradation_severity"] for r in rows} == {"L0", "L1", "L2"}
-    assert {"downsample_artifact", "gaussian_noise", "none", "low_dose", "sparse_view", "limited_angle"} \
-        <= {r["degradation_type"] for r in rows}
+    assert {"downsample_artifact", "gaussian_noise", "none", "low_dose", "sparse_view", "limited_angle",
+            "undersampling_artifact", "ghosting_artifact", "bias_field_artifact", "mri_spike", "mri_gibbs",
+            "mri_noise"} <= {r["degradation_type"] for r in rows}
+    motion = [r for r in rows if r["degradation_type"] == "random_motion_artifact"]
+    assert len(motion) == 24 * 2 and sum(r["modality"] == "MRI" for r in motion) == 6 * 2
     # the exported TSV is a valid source: its clean rows become items again
     out = default_run.parent / "from_tsv"
     s = generate(str(default_run / "benchmark.tsv"), out, degradations=["gaussian_noise"], levels=(0, 1),

@@ -3,7 +3,7 @@
 - ``phantoms`` or ``phantoms:N`` (N synthetic phantoms per modality, default 6) - the embedded default;
 - ``*.tsv`` - a VLMEvalKit TSV in the MedQ-Deg / MedQ-Bench format (its clean rows become items);
 - ``*.jsonl`` / ``*.csv`` - a manifest of image paths with optional QA fields;
-- a folder of DICOM / NIfTI / PNG / JPEG / TIFF / .npy files.
+- a folder of DICOM / NIfTI / PNG / JPEG / TIFF / .npy / fastMRI HDF5 files, or one fastMRI ``.h5`` file.
 """
 
 from __future__ import annotations
@@ -222,12 +222,16 @@ class FolderSource(Source):
         self.root = Path(spec)
 
     def refs(self) -> list[Ref]:
+        if self.root.is_file():                  # a single file given as the source (a fastMRI .h5)
+            return [Ref(self.name, self.root.name, self.root)]
         files = sorted(p for p in self.root.rglob("*") if p.is_file() and file_kind(p))
         if not files:
             self.note("folder holds no DICOM, NIfTI, PNG/JPEG/TIFF or .npy files", fatal=True)
         return [Ref(self.name, p.relative_to(self.root).as_posix(), p) for p in files]
 
     def _modality(self, path: Path) -> str | None:
+        if self.root.is_file():
+            return None
         folders = (self.root.resolve().name, *path.relative_to(self.root).parts[:-1])
         for part in reversed(folders):
             try:
@@ -257,6 +261,8 @@ def open_source(spec: str, slice_rule: str = "middle") -> Source:
             src = TSVSource(spec)
         elif path.suffix.lower() in (".jsonl", ".csv"):
             src = ManifestSource(spec)
+        elif path.is_file() and file_kind(path) == "fastmri":
+            src = FolderSource(spec)
         elif not path.exists():
             raise ValueError(f"source {spec!r} does not exist")
         else:

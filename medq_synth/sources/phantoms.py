@@ -4,7 +4,8 @@ Procedural phantoms (256 x 256, fixed per index, independent of ``--seed``):
 - CT (HU, 1.5 mm pixels): abdomen with fat, liver, spleen, kidneys, aorta, vertebra and 0-3 low-contrast
   (25-45 HU) focal lesions.
 - MRI (T2-weighted magnitude, a.u., CSF = 1): head with scalp, skull, CSF, grey and white matter, ventricles
-  and 0-3 hyperintense white-matter lesions.
+  and 0-3 hyperintense white-matter lesions; odd indices are raw 8-coil acquisitions (smooth phase, birdcage
+  coils, centred k-space) whose image is the root-sum-of-squares reconstruction.
 - Ultrasound (log-compressed B-mode echogenicity, 60 dB, no speckle): layered soft tissue with anechoic cysts
   (with posterior enhancement) and hyperechoic lesions.
 - X-ray (PA chest radiograph as the line integral p = sum mu dl through ellipsoids, 1.5625 mm pixels): torso,
@@ -238,15 +239,41 @@ _SPEC: dict[str, dict[str, Any]] = {
 }
 
 
+MRI_COILS = 8
+MRI_PHASE_RAD = 1.5     # limit of each smooth-phase coefficient (rad): B0 / receive phase of a few radians
+
+
+def mri_acquisition(magnitude: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, dict]:
+    """A multi-coil raw acquisition of a magnitude phantom: a smooth seeded phase (order 2), 8 birdcage coils
+    (sigpy, normalised to a root-sum-of-squares of 1), centred k-space. Returns (k-space (C, H, W) complex64,
+    its RSS reconstruction (H, W), what was simulated)."""
+    import torch
+
+    from medq_synth.physics.kspace import KSpace, birdcage_maps, coil_images, fft2c, smooth_phase
+
+    coeffs = torch.from_numpy(rng.uniform(-MRI_PHASE_RAD, MRI_PHASE_RAD, (1, 6)))
+    mag = torch.from_numpy(magnitude.astype(np.float32))[None]
+    phase = smooth_phase(mag.shape[-2:], coeffs)
+    k = fft2c(coil_images(mag, phase, birdcage_maps(MRI_COILS, tuple(mag.shape[-2:]))))
+    recon = KSpace(k, centred=True).magnitude()[0].numpy()
+    return k[0].numpy(), recon, {"coils": MRI_COILS, "coil_maps": "sigpy birdcage, RSS-normalised",
+                                 "phase_coefficients_rad": [round(float(c), 6) for c in coeffs[0]]}
+
+
 def synthetic_item(modality: str, index: int, source: str = "phantoms") -> Item:
+    """Phantom ``index`` of ``modality``; odd MRI indices are raw multi-coil acquisitions (their image is the
+    RSS reconstruction of the k-space they carry), even ones magnitude images."""
     spec = _SPEC[modality]
     rng = np.random.default_rng(derive_seed("phantom", modality, index))
     img, lesions = spec["fn"](rng)
     qa = _question(rng, lesions, spec["noun"], spec["region"])
+    meta: dict[str, Any] = {"phantom": modality, "phantom_index": index, "n_lesions": len(lesions)}
+    kspace = None
+    if modality == "mri" and index % 2 == 1:
+        kspace, img, meta["raw_acquisition"] = mri_acquisition(img, rng)
     return Item(id=f"{source}/{modality}-{index:03d}", source=source, modality=modality,
                 image=img.astype(np.float32)[None], units=spec["units"], window=spec["window"],
-                background=spec["background"], spacing_mm=spec["spacing"], qa=qa,
-                meta={"phantom": modality, "phantom_index": index, "n_lesions": len(lesions)})
+                background=spec["background"], spacing_mm=spec["spacing"], qa=qa, meta=meta, kspace=kspace)
 
 
 def real_item(kind: str, name: str, source: str = "phantoms") -> list[Item]:

@@ -1,4 +1,4 @@
-"""File readers: DICOM, NIfTI, PNG/JPEG/TIFF and .npy to items in physical units.
+"""File readers: DICOM, NIfTI, PNG/JPEG/TIFF, .npy and fastMRI HDF5 to items in physical units.
 
 Volumes become 2-D items by a slice rule that is recorded on each item:
 ``middle`` (default: the central slice along the last axis, axial for RAS NIfTI and the frame axis for
@@ -34,6 +34,8 @@ def file_kind(path: Path) -> str | None:
         return "raster"
     if path.suffix.lower() == ".npy":
         return "npy"
+    if path.suffix.lower() in (".h5", ".hdf5"):
+        return "fastmri"
     return None
 
 
@@ -202,6 +204,10 @@ def read_file(path: Path, modality: str | None, rule: str) -> list[dict[str, Any
         raise ItemError(f"file not found: {path}")
     if kind == "dicom":
         return read_dicom(path, modality, rule)
+    if kind == "fastmri":
+        from .fastmri import read_fastmri
+
+        return read_fastmri(path, rule)
     if modality is None:
         raise ItemError("no modality: the file format records none; name a parent folder after the modality "
                         "(ct/, mri/, xray/ ...) or give a 'modality' field in a manifest")
@@ -229,5 +235,5 @@ def to_items(rows: list[dict[str, Any]], base_id: str, source: str, qa: Any = No
         iid = base_id if r["meta"].get("n_slices", 1) == 1 else f"{base_id}#z{r['meta']['slice_index']}"
         items.append(Item(id=iid, source=source, modality=r["modality"], image=r["image"], units=r["units"],
                           window=tuple(float(x) for x in r["window"]), background=float(r["background"]),
-                          spacing_mm=r.get("spacing_mm"), qa=qa, meta=m))
+                          spacing_mm=r.get("spacing_mm"), qa=qa, meta=m, kspace=r.get("kspace")))
     return items
