@@ -30,7 +30,6 @@ MASK_SEED_BITS = 0xFFFFFFFF     # fastMRI's masks take a 32-bit NumPy seed
 MAX_SPIKES = 3
 BIAS_TERMS = (mri.BIAS_ORDER + 1) * (mri.BIAS_ORDER + 2) // 2
 GHOST_RANGE = (4, 10)           # TorchIO RandomGhosting's default number of ghosts
-MOTION_ORDER = "sequential"
 
 
 # -- the two item forms -----------------------------------------------------------------------------------
@@ -117,6 +116,11 @@ def undersampling(k: KSpace, p: dict[str, torch.Tensor]) -> KSpace:
 # -- motion -----------------------------------------------------------------------------------------------
 
 
+def _order(n_shots: int) -> tuple[str, int]:
+    """The acquisition order a table's ``n_shots`` means: 0 sequential, S >= 1 interleaved in S shots."""
+    return ("interleaved", n_shots) if n_shots > 0 else ("sequential", 1)
+
+
 def motion_params(d: Draw) -> dict[str, torch.Tensor]:
     """Segmented rigid motion scaled so that its energy-weighted displacement lands in the level's band."""
     x = to_physical(d.inputs["v"], d.inputs)
@@ -124,10 +128,10 @@ def motion_params(d: Draw) -> dict[str, torch.Tensor]:
     m = d.magnitudes
     res = mri_motion.sample_motion(d.pattern, energy, d.inputs["pixel_mm"], _grid(d), round(m["n_events"]),
                                    d.const("measure_px"), m["band"], m["max_rotation_deg"],
-                                   m["max_translation_mm"], MOTION_ORDER, reach_px=m["reach_px"])
+                                   m["max_translation_mm"], *_order(round(m["n_shots"])), reach_px=m["reach_px"])
     poses = res.pop("poses")
-    return {**res, "n_events": d.const("n_events", rounded=True), "band": d.const("band"),
-            "rotation_deg": torch.rad2deg(poses[..., 0].abs().amax(dim=1)),
+    return {**res, "n_events": d.const("n_events", rounded=True), "n_shots": d.const("n_shots", rounded=True),
+            "band": d.const("band"), "rotation_deg": torch.rad2deg(poses[..., 0].abs().amax(dim=1)),
             "translation_mm": poses[..., 1:].norm(dim=-1).amax(dim=1), "poses": poses}
 
 
@@ -135,7 +139,8 @@ def motion_apply(v: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:
     x = to_physical(v, p)
     images = _coil_images(x, p)
     w = images.shape[-1]
-    times = torch.from_numpy(mri_motion.line_times(w, MOTION_ORDER))
+    (shots,) = torch.unique(p["n_shots"]).tolist()             # one table value per batch
+    times = torch.from_numpy(mri_motion.line_times(w, *_order(round(shots))))
     segments = mri_motion.line_segments(p["event_times"].cpu(), times)
     poses = mri_motion.to_pixels(p["poses"], p["pixel_mm"]).to(torch.float32)
     out = mri_motion.rigid_motion(images, poses, segments).magnitude()
@@ -222,6 +227,7 @@ ENTRIES = [
     ("mri_undersampling_poisson", undersampling_params("poisson"), kspace_model(undersampling), 1),
     ("mri_undersampling_radial", undersampling_params("radial"), kspace_model(undersampling), 1),
     ("mri_motion", motion_params, motion_apply, mri_motion.n_pattern()),
+    ("mri_motion_interleaved", motion_params, motion_apply, mri_motion.n_pattern()),
     ("mri_ghosting", ghosting_params, kspace_model(ghosting), 1),
     ("mri_bias_field", bias_params, bias_apply, BIAS_TERMS),
     ("mri_spike", spike_params, kspace_model(spike), 2 * MAX_SPIKES),

@@ -82,20 +82,20 @@ def spike(k: KSpace, rows: torch.Tensor, cols: torch.Tensor, intensity: torch.Te
     return KSpace(out, k.centred)
 
 
-def gibbs_mask(shape: tuple[int, int], alpha: torch.Tensor) -> torch.Tensor:
+def gibbs_mask(shape: tuple[int, int], alpha: torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
     """MONAI's Gibbs low-pass, ``(B, H, W)`` bool: keep the centred samples within
     r = (1 - alpha) max(H, W) sqrt(2) / 2 of ((H - 1) / 2, (W - 1) / 2); alpha = 0 keeps everything."""
     h, w = shape
-    radius = (1.0 - alpha.to(torch.float64)) * max(h, w) * math.sqrt(2.0) / 2.0
-    i = torch.arange(h, dtype=torch.float64)[:, None] - (h - 1) / 2
-    j = torch.arange(w, dtype=torch.float64)[None, :] - (w - 1) / 2
+    radius = (1.0 - alpha.to(device=device, dtype=torch.float64)) * max(h, w) * math.sqrt(2.0) / 2.0
+    i = torch.arange(h, dtype=torch.float64, device=device)[:, None] - (h - 1) / 2
+    j = torch.arange(w, dtype=torch.float64, device=device)[None, :] - (w - 1) / 2
     dist = torch.sqrt(i ** 2 + j ** 2)
     return dist[None] <= radius[:, None, None]
 
 
 def gibbs(k: KSpace, alpha: torch.Tensor) -> KSpace:
     """Gibbs ringing by k-space truncation (MONAI ``GibbsNoise``): a circular low-pass of the centred k-space."""
-    return k.weighted(gibbs_mask(k.shape, alpha).to(k.data.device)[:, None])
+    return k.weighted(gibbs_mask(k.shape, alpha, k.data.device)[:, None])
 
 
 BIAS_ORDER = 3

@@ -186,10 +186,10 @@ def rigid_motion(images: torch.Tensor, poses: torch.Tensor, segments: torch.Tens
     dev = images.device
     still = dft2(images.to(torch.complex64))
     out = torch.zeros_like(still)
-    seg = torch.fft.ifftshift(segments.to(dev), dim=-1)                    # centred columns -> FFT order
-    poses = poses.to(dev)
+    seg = torch.fft.ifftshift(segments.cpu(), dim=-1)                     # centred columns -> FFT order
+    poses = poses.cpu()                                                    # what to skip is decided on the host
     for p in range(poses.shape[1]):
-        on = (seg == p)
+        on = seg == p
         if not bool(on.any()):
             continue
         rot = poses[:, p, 0]
@@ -197,5 +197,5 @@ def rigid_motion(images: torch.Tensor, poses: torch.Tensor, segments: torch.Tens
         shift = poses[:, p, 1:]
         if bool((shift != 0).any()):
             spec = spec * translation_ramp((h, w), shift, dev)
-        out = out + spec * on[:, None, None, :]
+        out = out + spec * on.to(dev)[:, None, None, :]
     return KSpace(out, centred=False)

@@ -142,7 +142,7 @@ def mixed_folder(tmp_path_factory) -> Path:
     (root / "ct").mkdir()
     shutil.copy(get_testdata_file("MR_small.dcm"), root / "mri" / "MR_small.dcm")
     shutil.copy(get_testdata_file("CT_small.dcm"), root / "ct" / "CT_small.dcm")
-    from nibabel.testing import data_path        # nibabel's T1 test volume (33 x 41 x 25 at 2 mm)
+    from nibabel.testing import data_path  # nibabel's T1 test volume (33 x 41 x 25 at 2 mm)
 
     shutil.copy(Path(data_path) / "anatomical.nii", root / "mri" / "anatomical.nii")
     write_fastmri(root / "mri" / "knee.h5", multicoil=True, n_slices=1)

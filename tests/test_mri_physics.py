@@ -247,27 +247,30 @@ def test_single_pose_translation_and_rotation_are_exact_moves():
     assert torch.allclose(turned.real, torch.rot90(x[0, 0].real, 1), atol=1e-2)
 
 
-def _measure_oracle(image: np.ndarray, poses_mm: np.ndarray, event_times: np.ndarray, pixel_mm: float) -> float:
+def _measure_oracle(image: np.ndarray, poses_mm: np.ndarray, event_times: np.ndarray, pixel_mm: float,
+                    shots: int) -> float:
     """The severity measure from its definition, with NumPy: column energy fractions of the centred spectrum,
-    the column times of a sequential acquisition, RMS displacement over a disc of half the smaller side."""
+    the column times of a sequential (shots 0) or interleaved acquisition, RMS displacement over a disc of half
+    the smaller side."""
     h, w = image.shape
     energy = (np.abs(np.fft.fftshift(np.fft.fft2(image))) ** 2).sum(axis=0)
     energy /= energy.sum()
-    t = (np.arange(w) + 0.5) / w
+    t = (np.arange(w) + 0.5) / w if shots == 0 else (np.arange(w) % shots + 0.5) / shots
     seg = (event_times[None, :] <= t[:, None]).sum(axis=1)
     r = min(h, w) / 2
     d = np.sqrt((poses_mm[:, 1] / pixel_mm) ** 2 + (poses_mm[:, 2] / pixel_mm) ** 2 + poses_mm[:, 0] ** 2 * r ** 2 / 2)
     return float((energy * d[seg]).sum())
 
 
-@pytest.mark.parametrize("phantom", ["mri-000", "MR_small"])
-def test_motion_lands_in_its_band_and_error_grows(phantom):
+@pytest.mark.parametrize("phantom,name", [("mri-000", "random_motion_artifact"), ("MR_small", "random_motion_artifact"),
+                                          ("mri-000", "mri_motion_interleaved")])
+def test_motion_lands_in_its_band_and_error_grows(phantom, name):
     from medq_synth.degradations import REGISTRY
     from medq_synth.sources.phantoms import real_item, synthetic_item
 
     item = synthetic_item("mri", 0) if phantom == "mri-000" else real_item("dicom", "MR_small.dcm")[0]
-    deg = REGISTRY.resolve("random_motion_artifact", "mri")
-    assert deg.name == "mri_motion"
+    deg = REGISTRY.resolve(name, "mri")
+    assert deg.name in ("mri_motion", "mri_motion_interleaved")
     n = 200
     x = torch.from_numpy(item.image)[None]
     lo, hi = item.window
@@ -282,8 +285,9 @@ def test_motion_lands_in_its_band_and_error_grows(phantom):
         band = (table["measure_px"] * (1 - table["band"]), table["measure_px"] * (1 + table["band"]))
         p = deg.sample_params(severity, torch.arange(n) + 7 * level, tuple(x.shape[-2:]),
                               pattern_seeds=torch.arange(n), inputs={"v": v, **ctx})
-        oracle = np.array([_measure_oracle(item.image[0], p["poses"][i].numpy(), p["event_times"][i].numpy(), px)
-                           for i in range(n)])
+        shots = round(table["n_shots"])
+        oracle = np.array([_measure_oracle(item.image[0], p["poses"][i].numpy(), p["event_times"][i].numpy(), px,
+                                           shots) for i in range(n)])
         assert np.allclose(oracle, p["measure_px"].numpy(), rtol=1e-6)
         inside = (oracle >= band[0] * (1 - 1e-9)) & (oracle <= band[1] * (1 + 1e-9))
         assert inside.mean() >= 0.95, (level, inside.mean())
@@ -305,8 +309,8 @@ def test_interleaved_order_puts_every_shot_across_k_space():
 # -- batch invariance and imports ----------------------------------------------------------------------------------
 
 MRI_DEGRADATIONS = ["mri_undersampling", "mri_undersampling_equispaced", "mri_undersampling_poisson",
-                    "mri_undersampling_radial", "mri_motion", "mri_ghosting", "mri_bias_field", "mri_spike",
-                    "mri_gibbs", "mri_noise"]
+                    "mri_undersampling_radial", "mri_motion", "mri_motion_interleaved", "mri_ghosting",
+                    "mri_bias_field", "mri_spike", "mri_gibbs", "mri_noise"]
 
 
 @pytest.mark.parametrize("name", MRI_DEGRADATIONS)
