@@ -2,7 +2,10 @@
 # The GPU node's one script: install the package (offline), run the CUDA tests, then the CT and MRI
 # benchmarks; tables go to benchmarks/results/ (and are copied to $OUT when the device tool sets it).
 # Missing packages on the GPU image travel as wheels in .whl/ (see the device README); this script installs
-# them first when the folder is there.
+# them first when the folder is there. The image lacks kornia (+ kornia_rs: generic degradations), monai
+# (a baseline), pydicom and nibabel (real test images) and sigpy (+ numba, llvmlite, PyWavelets: Poisson masks,
+# birdcage coils); TorchIO needs SimpleITK (~50 MB), more than the 64 MiB a call carries next to the rest, so
+# mri_bench then times ours without the TorchIO baselines (it says so per row).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1

@@ -120,9 +120,12 @@ class Degradation:
         if self.image_dependent and not inputs:
             raise ValueError(f"{self.name} draws its parameters from the image: pass inputs=")
         pattern_seeds = seeds if pattern_seeds is None else pattern_seeds
+        def stream(s: torch.Tensor, tag: str, n: int) -> torch.Tensor:
+            return rng.uniform(rng.substreams(s, tag), n) if n else torch.empty((len(s), 0), dtype=torch.float64)
+
         draw = Draw(magnitudes=self.magnitudes(severity, max(shape)),
-                    uniforms=rng.uniform(rng.substreams(seeds, "params"), self.n_uniform),
-                    pattern=rng.uniform(rng.substreams(pattern_seeds, "pattern"), self.n_pattern),
+                    uniforms=stream(seeds, "params", self.n_uniform),
+                    pattern=stream(pattern_seeds, "pattern", self.n_pattern),
                     seeds=seeds, pattern_seeds=pattern_seeds,
                     fill=torch.zeros(len(seeds), dtype=torch.float64) if fill is None else fill,
                     shape=tuple(shape), inputs=dict(inputs or {}))

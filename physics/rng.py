@@ -54,7 +54,5 @@ def substreams(seeds: torch.Tensor, tag: str) -> torch.Tensor:
 
 def uniform(seeds: torch.Tensor, n: int = 1) -> torch.Tensor:
     """``n`` uniform [0, 1) draws per item on the CPU (float64), shape ``(B, n)``: for parameter sampling."""
-    if n == 0:
-        return torch.empty((len(seeds), 0), dtype=torch.float64)
     rows = [torch.rand(n, generator=generator(s), dtype=torch.float64) for s in seeds.tolist()]
     return torch.stack(rows) if rows else torch.empty((0, n), dtype=torch.float64)
