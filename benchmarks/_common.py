@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import platform
+import time
 from pathlib import Path
 from typing import Any
 
@@ -41,3 +43,21 @@ def write_results(out: str | Path, stem: str, meta: dict[str, Any], rows: list[d
     md.write_text("\n".join(lines) + "\n")
     print(f"wrote {md}")
     return md
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def best_of(fn, repeats: int, device: torch.device) -> float:
+    """Seconds of the fastest of ``repeats`` calls of ``fn``, after one warm-up call (plans, caches, JIT)."""
+    fn()
+    sync(device)
+    best = math.inf
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        sync(device)
+        best = min(best, time.perf_counter() - t0)
+    return best

@@ -19,5 +19,6 @@ status=0
 python3 -m pytest -q -p no:cacheprovider -k cuda tests/ || status=1
 python3 benchmarks/ct_bench.py --repeats 3 || status=1
 python3 benchmarks/mri_bench.py --repeats 5 || status=1
+python3 benchmarks/us_bench.py --repeats 5 || status=1
 if [ -n "${OUT:-}" ]; then cp benchmarks/results/*gpu* "$OUT"/ 2>/dev/null; fi
 exit $status

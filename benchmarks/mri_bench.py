@@ -21,13 +21,12 @@ from __future__ import annotations
 
 import argparse
 import math
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from _common import base_meta, write_results
+from _common import base_meta, best_of, write_results
 
 from medq_synth.degradations import REGISTRY
 from medq_synth.physics import kspace as K
@@ -36,23 +35,6 @@ from medq_synth.physics import mri
 DEGRADATIONS = ["mri_undersampling", "mri_motion", "mri_ghosting", "mri_bias_field", "mri_spike", "mri_gibbs",
                 "mri_noise"]
 PIXEL_MM = 1.0
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def best_of(fn, repeats: int, device: torch.device) -> float:
-    fn()                                  # warm-up (plans, caches, numba / sigpy compilation)
-    _sync(device)
-    best = math.inf
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        _sync(device)
-        best = min(best, time.perf_counter() - t0)
-    return best
 
 
 def batch_of_slices(size: int, batch: int, device: torch.device) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

@@ -9,7 +9,7 @@ import torch
 
 from medq_synth.physics import generic
 
-from .physical import to_display, to_physical
+from .physical import chunked, to_display, to_physical
 from .registry import Degradation, Draw, Registry, Sampler, table_values
 from .severity import load_tables
 
@@ -73,9 +73,21 @@ def build_registry() -> Registry:
     add("ct_limited_angle", table_values("arc_deg"), _ct_apply(_limited_angle), physical=True)
 
     from . import mri_degradations as mri
+    from . import ultrasound_degradations as us
 
     for name, sampler, fn, n_pattern in mri.ENTRIES:
         add(name, sampler, fn, n_pattern=n_pattern, physical=True, image_dependent=True)
+    add("us_speckle", us.speckle_params, chunked(us.speckle_apply), physical=True, image_dependent=True)
+
+    from . import xray_degradations as xr
+
+    add("xray_exposure", xr.exposure_params, xr.exposure_apply)
+    add("xray_motion_blur", xr.motion_blur_params, xr.motion_blur_apply, n_pattern=2)
+
+    from . import pathology_degradations as path
+
+    for name, sampler, fn, n_pattern in path.ENTRIES:
+        add(name, sampler, fn, n_pattern=n_pattern)
     return reg
 
 

@@ -119,13 +119,13 @@ def _param_row(params: dict[str, torch.Tensor], i: int) -> tuple[dict[str, Any],
 
 
 # Pixel size assumed for items that carry none (CT: a 512 px, 358 mm abdominal field; MRI: 1 mm, a 256 mm
-# head field at 256 px), recorded per output.
-DEFAULT_PIXEL_MM = {"ct": 0.7, "mri": 1.0}
+# head field at 256 px; ultrasound: 0.2 mm, a 51 mm deep field at 256 px), recorded per output.
+DEFAULT_PIXEL_MM = {"ct": 0.7, "mri": 1.0, "ultrasound": 0.2}
 
 
 def _physical_context(jobs: list[Job], win: np.ndarray, device: torch.device) -> dict[str, torch.Tensor]:
     """Window (physical units) and pixel size (mm; the mean of row and column spacing) of each item, and the
-    raw k-space (``_kspace``, on the device) when the batch's items carry it."""
+    raw data (``_kspace``, ``_echogenicity``, on the device) when the batch's items carry it."""
     pixel = []
     for j in jobs:
         sp = j.item.spacing_mm
@@ -137,8 +137,11 @@ def _physical_context(jobs: list[Job], win: np.ndarray, device: torch.device) ->
             raise ValueError(f"{j.item.id}: no pixel spacing for a physical model")
     ctx = {"window_lo": torch.from_numpy(win[:, 0].copy()), "window_hi": torch.from_numpy(win[:, 1].copy()),
            "pixel_mm": torch.tensor(pixel, dtype=torch.float64)}
-    if jobs[0].item.kspace is not None:         # batches never mix raw-data and image items (see _batches)
+    first = jobs[0].item                        # batches never mix raw-data and image items (see _batches)
+    if first.kspace is not None:
         ctx["_kspace"] = torch.from_numpy(np.stack([j.item.kspace for j in jobs])).to(device)
+    if first.echogenicity is not None:
+        ctx["_echogenicity"] = torch.from_numpy(np.stack([j.item.echogenicity for j in jobs])).to(device)
     return ctx
 
 
@@ -342,7 +345,7 @@ class Generator:
         jobs = [j for j in self._jobs(items) if want is None or want(j)]
         groups: dict[tuple, list[Job]] = defaultdict(list)
         for j in jobs:
-            groups[(j.deg_name, j.level_key, j.item.shape, j.item.kspace_shape)].append(j)
+            groups[(j.deg_name, j.level_key, j.item.shape, j.item.raw_signature)].append(j)
         for key in sorted(groups, key=str):
             g = groups[key]
             for k in range(0, len(g), self.batch_size):

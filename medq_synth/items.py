@@ -62,6 +62,8 @@ class Item:
     kspace: raw MRI data, complex64 ``(coils, H_k, W_k)``, centred (DC at H_k // 2, W_k // 2), phase encoding
     along the last axis; ``image`` is then its root-sum-of-squares reconstruction, centre-cropped to
     ``image``'s size. MRI models degrade this k-space itself; the others act on ``image``.
+    echogenicity: for ultrasound items rendered from a known map (the phantoms), the backscattered power
+    ``(H, W)`` (linear, 0 dB = 1) that ``image`` is the B-mode rendering of; the speckle model re-renders it.
     """
 
     id: str
@@ -75,14 +77,16 @@ class Item:
     qa: QA | None = None
     meta: dict[str, Any] = field(default_factory=dict)
     kspace: np.ndarray | None = None
+    echogenicity: np.ndarray | None = None
 
     @property
     def shape(self) -> tuple[int, int, int]:
         return tuple(self.image.shape)  # type: ignore[return-value]
 
     @property
-    def kspace_shape(self) -> tuple[int, ...] | None:
-        return None if self.kspace is None else tuple(self.kspace.shape)
+    def raw_signature(self) -> tuple:
+        """What raw data the item carries (batches never mix items that differ in it)."""
+        return (None if self.kspace is None else tuple(self.kspace.shape), self.echogenicity is not None)
 
 
 def as_chw(arr: np.ndarray) -> np.ndarray:
@@ -119,6 +123,10 @@ def validate(item: Item) -> Item:
             raise ItemError(f"k-space grid {k.shape[1:]} is smaller than the image {h}x{w}")
         if not np.isfinite(k).all():
             raise ItemError("k-space contains NaN or Inf values")
+    if item.echogenicity is not None:
+        e = item.echogenicity
+        if e.shape != (h, w) or not np.isfinite(e).all() or (e < 0).any():
+            raise ItemError(f"echogenicity map must be finite, >= 0 and {h}x{w}, not {e.shape}")
     lo, hi = item.window
     if not (np.isfinite(lo) and np.isfinite(hi) and hi > lo):
         raise ItemError(f"invalid display window {item.window}: need finite lo < hi")

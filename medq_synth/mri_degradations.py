@@ -23,7 +23,7 @@ import torch
 from medq_synth.physics import mri, mri_masks, mri_motion
 from medq_synth.physics.kspace import KSpace, acquire, centre_crop
 
-from .physical import to_display, to_physical
+from .physical import chunked, to_display, to_physical
 from .registry import Draw, Sampler, table_values
 
 MASK_SEED_BITS = 0xFFFFFFFF     # fastMRI's masks take a 32-bit NumPy seed
@@ -202,22 +202,6 @@ def noise_apply(v: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:
         return to_display(mri.rician(x, p["sigma"], p["noise_seed"]), p, v)
     noisy = mri.kspace_noise(KSpace(p["_kspace"], centred=True), p["sigma"], p["noise_seed"])
     return _finish(noisy.magnitude(), x, p, v)
-
-
-# Items per pass on the CPU: one image's k-space and its temporaries stay in cache, where a 64-image batch at
-# 512^2 streams 128 MB arrays through memory at every step (measured 4x slower on 2 cores). A GPU takes the
-# batch at once. Every model is per item, so the split changes no bit.
-CHUNK = {"cpu": 1}
-
-
-def chunked(apply):
-    def run(v: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:
-        n = CHUNK.get(v.device.type)
-        if n is None or len(v) <= n:
-            return apply(v, p)
-        return torch.cat([apply(v[k:k + n], {key: t[k:k + n] for key, t in p.items()}) for k in range(0, len(v), n)])
-    run.__name__ = f"chunked({apply.__name__})"
-    return run
 
 
 # (name, sampler, apply, pattern uniforms per item)

@@ -27,6 +27,11 @@ GENERIC = ["gaussian_noise", "gaussian_blur", "motion_blur", "low_resolution", "
 CT = ["ct_low_dose", "ct_sparse_view", "ct_limited_angle"]
 # on MRI items random_motion_artifact is mri_motion (it replaces movement), and six more MRI models join
 MRI = ["mri_undersampling", "mri_motion", "mri_ghosting", "mri_bias_field", "mri_spike", "mri_gibbs", "mri_noise"]
+# on X-ray items exposure_artifact is xray_exposure (it replaces exposure) and xray_motion_blur joins
+XRAY = ["xray_exposure", "xray_motion_blur"]
+PATHOLOGY = ["path_bubble", "path_blood_cell", "path_dark_spots"]
+# every level pair of these models is checked on every item it applies to
+PER_ITEM = CT + MRI + XRAY + PATHOLOGY + ["us_speckle"]
 REQUIRED = {"id", "source_id", "modality", "degradation", "category", "level", "severity", "seed", "params", "psnr",
             "ssim", "image", "shard", "key", "question", "options", "answer"}
 
@@ -45,20 +50,16 @@ def test_ssim_ordering_on_phantoms(default_run):
         l1, l2 = np.mean(ssim[(deg, 1)]), np.mean(ssim[(deg, 2)])
         assert l2 < l1 < 1.0, (deg, l1, l2)
     assert all(s == 1.0 for s in ssim[("none", 0)])
-    # the CT physics (default on the CPU too): L2 is worse than L1 on every CT slice
-    by_item = {(r["source_id"], r["degradation"], r["level"]): r["ssim"] for r in rows if r["degradation"] in CT}
-    assert len(by_item) == 8 * 3 * 2
-    for (src, deg, level), s in by_item.items():
-        if level == 2:
-            assert s < by_item[(src, deg, 1)] < 1.0, (src, deg)
-    # the MRI physics: L2 is worse than L1 for every MRI degradation on every MRI item (phantoms, raw multi-coil
-    # phantoms and pydicom's real MR slices)
-    by_item = {(r["source_id"], r["degradation"], r["level"]): r["ssim"] for r in rows if r["degradation"] in MRI}
-    assert len(by_item) == 8 * len(MRI) * 2
+    # the modality models (CT and MRI physics, ultrasound speckle, X-ray exposure and motion, pathology
+    # overlays): L2 is worse than L1 on every item they apply to (phantoms, raw multi-coil phantoms, pydicom's
+    # real CT and MR slices, scikit-image's immunohistochemistry slide)
+    by_item = {(r["source_id"], r["degradation"], r["level"]): r["ssim"] for r in rows if r["degradation"] in PER_ITEM}
+    assert len(by_item) == 2 * (8 * len(CT) + 8 * len(MRI) + 6 * len(XRAY) + 1 * len(PATHOLOGY) + 6)
     for (src, deg, level), s in by_item.items():
         if level == 2:
             assert s < by_item[(src, deg, 1)] < 1.0, (src, deg)
     assert not any(r["degradation"] == "movement" for r in rows if r["modality"] == "mri")
+    assert not any(r["degradation"] == "exposure" for r in rows if r["modality"] == "xray")
 
 
 def test_manifest_rows_are_complete_and_consistent(default_run):
@@ -67,9 +68,11 @@ def test_manifest_rows_are_complete_and_consistent(default_run):
     assert n_items == 30
     n_ct = len({r["source_id"] for r in rows if r["modality"] == "ct"})
     assert n_ct == 8
-    n_mri = len({r["source_id"] for r in rows if r["modality"] == "mri"})
-    assert n_mri == 8
-    assert len(rows) == n_items * (1 + 2 * len(GENERIC)) + n_ct * 2 * len(CT) + n_mri * 2 * (len(MRI) - 1)
+    n = {m: len({r["source_id"] for r in rows if r["modality"] == m}) for m in ("mri", "xray", "ultrasound",
+                                                                                 "histopathology")}
+    assert n == {"mri": 8, "xray": 6, "ultrasound": 6, "histopathology": 1}
+    assert len(rows) == (n_items * (1 + 2 * len(GENERIC)) + n_ct * 2 * len(CT) + n["mri"] * 2 * (len(MRI) - 1)
+                         + n["xray"] * 2 * (len(XRAY) - 1) + n["ultrasound"] * 2 + n["histopathology"] * 2 * 3)
     assert len({r["id"] for r in rows}) == len(rows)
     modalities = {r["modality"] for r in rows}
     assert modalities == {"ct", "mri", "ultrasound", "xray", "fundus", "histopathology"}
@@ -117,8 +120,8 @@ def test_contact_sheet_and_tsv_export(default_run):
     assert sheet.size[0] > 4 * 3 * 100 and sheet.size[1] > 9 * 100
     with (default_run / "benchmark.tsv").open() as fh:
         rows = list(csv.DictReader(fh, delimiter="\t"))
-    # 6 CT and 6 MRI phantoms with questions
-    assert len(rows) == 24 * 19 + 6 * 2 * len(CT) + 6 * 2 * (len(MRI) - 1)
+    # 6 phantoms with questions per modality: CT, MRI, ultrasound (speckle) and X-ray (X-ray motion blur) models
+    assert len(rows) == 24 * 19 + 6 * 2 * len(CT) + 6 * 2 * (len(MRI) - 1) + 6 * 2 + 6 * 2
     assert {r["degradation_severity"] for r in rows} == {"L0", "L1", "L2"}
     assert {"downsample_artifact", "gaussian_noise", "none", "low_dose", "sparse_view", "limited_angle",
             "undersampling_artifact", "ghosting_artifact", "bias_field_artifact", "mri_spike", "mri_gibbs",

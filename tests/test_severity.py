@@ -23,7 +23,7 @@ def test_nine_generic_degradations_with_provenance():
 @pytest.mark.parametrize("alias,name", [("downsample_artifact", "low_resolution"), ("gaussian_noise", "gaussian_noise"),
                                         ("exposure_artifact", "exposure"), ("rotation_artifact", "rotation"),
                                         ("random_motion_artifact", "movement"),
-                                        ("xray_motion_blur_artifact", "motion_blur")])
+                                        ("xray_motion_blur_artifact", "xray_motion_blur")])
 def test_medq_deg_aliases(alias, name):
     assert REGISTRY.resolve(alias).name == name
 

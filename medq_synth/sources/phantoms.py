@@ -6,8 +6,9 @@ Procedural phantoms (256 x 256, fixed per index, independent of ``--seed``):
 - MRI (T2-weighted magnitude, a.u., CSF = 1): head with scalp, skull, CSF, grey and white matter, ventricles
   and 0-3 hyperintense white-matter lesions; odd indices are raw 8-coil acquisitions (smooth phase, birdcage
   coils, centred k-space) whose image is the root-sum-of-squares reconstruction.
-- Ultrasound (log-compressed B-mode echogenicity, 60 dB, no speckle): layered soft tissue with anechoic cysts
-  (with posterior enhancement) and hyperechoic lesions.
+- Ultrasound (B-mode, 60 dB log compression): an echogenicity map of layered soft tissue with anechoic cysts
+  (with posterior enhancement) and hyperechoic lesions, rendered with speckle through the us_speckle model at
+  its identity settings (7.5 MHz, F# 2); the item carries the map.
 - X-ray (PA chest radiograph as the line integral p = sum mu dl through ellipsoids, 1.5625 mm pixels): torso,
   lungs, heart, spine, ribs and 0-3 pulmonary nodules.
 Lesion centres keep clear of the image midlines so that the side and quadrant answers are unambiguous.
@@ -260,20 +261,42 @@ def mri_acquisition(magnitude: np.ndarray, rng: np.random.Generator) -> tuple[np
                                  "phase_coefficients_rad": [round(float(c), 6) for c in coeffs[0]]}
 
 
+def ultrasound_rendering(display_map: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The phantom's log-compressed echogenicity map (60 dB) -> (linear echogenicity, B-mode display rendered
+    through the speckle model at the us_speckle table's identity settings, i.e. what L0 looks like)."""
+    import torch
+
+    from ..severity import load_tables
+    from ..ultrasound_degradations import SETTINGS, render
+
+    clean = load_tables()["us_speckle"].values(0.0)
+    e = torch.from_numpy(10.0 ** ((display_map.astype(np.float64) - 1.0) * clean["input_dynamic_range_db"] / 10.0))
+    p = {k: torch.tensor([clean[k]], dtype=torch.float64) for k in SETTINGS}
+    p["pixel_mm"] = torch.tensor([_SPEC["ultrasound"]["spacing"][0]], dtype=torch.float64)
+    p["speckle_seed"] = torch.tensor([seed], dtype=torch.int64)
+    e = e.float()[None]
+    return e[0].numpy(), render(e, p)[0].numpy()
+
+
 def synthetic_item(modality: str, index: int, source: str = "phantoms") -> Item:
     """Phantom ``index`` of ``modality``; odd MRI indices are raw multi-coil acquisitions (their image is the
-    RSS reconstruction of the k-space they carry), even ones magnitude images."""
+    RSS reconstruction of the k-space they carry), even ones magnitude images; ultrasound phantoms are B-mode
+    renderings (with speckle) of the echogenicity map they carry."""
     spec = _SPEC[modality]
     rng = np.random.default_rng(derive_seed("phantom", modality, index))
     img, lesions = spec["fn"](rng)
     qa = _question(rng, lesions, spec["noun"], spec["region"])
     meta: dict[str, Any] = {"phantom": modality, "phantom_index": index, "n_lesions": len(lesions)}
-    kspace = None
+    kspace = echo = None
     if modality == "mri" and index % 2 == 1:
         kspace, img, meta["raw_acquisition"] = mri_acquisition(img, rng)
+    if modality == "ultrasound":
+        echo, img = ultrasound_rendering(img, derive_seed("phantom-speckle", index))
+        meta["rendering"] = "us_speckle at its identity settings"
     return Item(id=f"{source}/{modality}-{index:03d}", source=source, modality=modality,
                 image=img.astype(np.float32)[None], units=spec["units"], window=spec["window"],
-                background=spec["background"], spacing_mm=spec["spacing"], qa=qa, meta=meta, kspace=kspace)
+                background=spec["background"], spacing_mm=spec["spacing"], qa=qa, meta=meta, kspace=kspace,
+                echogenicity=echo)
 
 
 def real_item(kind: str, name: str, source: str = "phantoms") -> list[Item]:

@@ -1,0 +1,148 @@
+"""Ultrasound B-mode speckle: a convolution (COLE-style) model on an echogenicity map, batched.
+
+Units: echogenicity E is backscattered power relative to the display's 0 dB (linear, dimensionless; E = 1 is
+white at any dynamic range); depth runs down the rows, the lateral direction along the columns; lengths in mm
+through each item's pixel size; centre frequency f0 in MHz with c = 1540 m/s (1.54 mm/us), so the wavelength
+is c / f0 mm; fractional bandwidth at -6 dB; F-number; SNR and dynamic range in dB.
+
+Model (physics.md section 3; Gaussian approximations of a focused linear array):
+1. scatterers s = sqrt(E) z, z circular complex Gaussian with E|z|^2 = 1 per pixel (fully developed speckle);
+2. point-spread function, in baseband (the complex envelope of the Gaussian-modulated pulse: the carrier only
+   rotates the phase of a circular field, so the envelope statistics are the same): separable Gaussian,
+   axial sigma_z = c sqrt(2 ln 2) / (2 pi B f0) (the pulse-echo envelope of a pulse with -6 dB bandwidth B f0)
+   and lateral sigma_x(z) = sigma_x0 sqrt(1 + ((z - z_f) / L)^2) with sigma_x0 = lambda F# / (2 sqrt(2 ln 2))
+   (FWHM lambda F# at the focus z_f, widening away from it over L, a depth of field as a fraction of the
+   depth); each 1-D kernel has unit energy, so E[|PSF * s|^2] = E on a homogeneous region;
+3. echo r = PSF * s + thermal noise (circular complex Gaussian of power 10^(-SNR / 10));
+4. envelope A = |r| (Rayleigh in fully developed speckle: mean / std = sqrt(pi / (4 - pi)) = 1.913);
+5. log compression v = 1 + 10 log10(A^2) / DR, clipped to [0, 1] (the fixed 0 dB reference is the
+   echogenicity scale, never the image's own maximum).
+
+Convolutions are FFT products on a reflect-padded field (padding fixed by the image size, so an item's result
+does not depend on its batch); the lateral kernel varies with depth, which is an elementwise product in the
+(row, lateral frequency) domain.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from . import rng
+from .blocks import blocked
+
+SOUND_MM_PER_US = 1.54
+FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
+
+
+def wavelength_mm(f0_mhz: torch.Tensor) -> torch.Tensor:
+    return SOUND_MM_PER_US / f0_mhz
+
+
+def axial_sigma_mm(f0_mhz: torch.Tensor, bandwidth: torch.Tensor) -> torch.Tensor:
+    """Axial sigma (mm) of the pulse-echo envelope for a Gaussian pulse of -6 dB fractional bandwidth."""
+    return SOUND_MM_PER_US * math.sqrt(2.0 * math.log(2.0)) / (2.0 * math.pi * bandwidth * f0_mhz)
+
+
+def lateral_sigma_mm(f0_mhz: torch.Tensor, f_number: torch.Tensor) -> torch.Tensor:
+    """Lateral sigma (mm) at the focus: FWHM = wavelength x F-number."""
+    return wavelength_mm(f0_mhz) * f_number / FWHM_PER_SIGMA
+
+
+def padding(shape: tuple[int, int]) -> int:
+    """Reflect padding of the scatterer field (px): fixed by the image size, never by the batch."""
+    return max(8, math.ceil(max(shape) / 10))
+
+
+def _dft(x: torch.Tensor, dim: int, inverse: bool = False) -> torch.Tensor:
+    fn = torch.fft.ifft if inverse else torch.fft.fft
+    return blocked(lambda t: fn(t, dim=dim), x)
+
+
+def _unit_energy(h: torch.Tensor) -> torch.Tensor:
+    """Scale transfer functions (last axis = frequency) so their kernels have unit energy (Parseval)."""
+    return h / torch.sqrt((h.abs() ** 2).mean(dim=-1, keepdim=True)).clamp_min(1e-30)
+
+
+def gaussian_transfer(sigma_px: torch.Tensor, n: int, device: torch.device) -> torch.Tensor:
+    """exp(-2 pi^2 sigma^2 f^2) over ``fftfreq(n)``: the DFT of a Gaussian kernel; ``sigma_px`` ``(..., 1)``."""
+    f = torch.fft.fftfreq(n, device=device, dtype=torch.float64)
+    return torch.exp(-2.0 * math.pi ** 2 * sigma_px.to(device=device, dtype=torch.float64) ** 2 * f ** 2)
+
+
+def psf_sigmas_px(shape: tuple[int, int], pixel_mm: torch.Tensor, f0_mhz: torch.Tensor, bandwidth: torch.Tensor,
+                  f_number: torch.Tensor, focus_fraction: torch.Tensor,
+                  depth_of_field_fraction: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Axial sigma ``(B,)`` and lateral sigma per row ``(B, H)``, in pixels of the unpadded image."""
+    h = shape[0]
+    px = pixel_mm.to(torch.float64)
+    sz = axial_sigma_mm(f0_mhz.double(), bandwidth.double()) / px
+    sx0 = lateral_sigma_mm(f0_mhz.double(), f_number.double()) / px
+    depth = torch.arange(h, dtype=torch.float64)[None, :] + 0.5
+    zf = focus_fraction.double()[:, None] * h
+    dof = depth_of_field_fraction.double()[:, None] * h
+    return sz, sx0[:, None] * torch.sqrt(1.0 + ((depth - zf) / dof) ** 2)
+
+
+def bmode(echogenicity: torch.Tensor, pixel_mm: torch.Tensor, f0_mhz: torch.Tensor, bandwidth: torch.Tensor,
+          f_number: torch.Tensor, focus_fraction: torch.Tensor, depth_of_field_fraction: torch.Tensor,
+          snr_db: torch.Tensor, seeds: torch.Tensor) -> torch.Tensor:
+    """The envelope A ``(B, H, W)`` of the echo from ``echogenicity`` ``(B, H, W)`` (linear power); all other
+    parameters ``(B,)`` in the module's units; ``seeds`` int64 ``(B,)`` (scatterers; the noise from a
+    substream). Log compression is ``log_compress``."""
+    b, h, w = echogenicity.shape
+    dev = echogenicity.device
+    p = padding((h, w))
+    z = rng.normal(seeds, (2, h + 2 * p, w + 2 * p), dev, torch.float32) / math.sqrt(2.0)
+    sz, sx = psf_sigmas_px((h, w), pixel_mm, f0_mhz, bandwidth, f_number, focus_fraction, depth_of_field_fraction)
+    r = echo(echogenicity, torch.complex(z[:, 0], z[:, 1]), sz, sx)
+    noise = rng.normal(rng.substreams(seeds, "us-thermal"), (2, h, w), dev, torch.float32) / math.sqrt(2.0)
+    sigma_n = torch.pow(10.0, -snr_db.to(device=dev, dtype=torch.float32) / 20.0)[:, None, None]
+    return (r + sigma_n * torch.complex(noise[:, 0], noise[:, 1])).abs()
+
+
+def echo(echogenicity: torch.Tensor, z: torch.Tensor, sigma_axial_px: torch.Tensor,
+         sigma_lateral_px: torch.Tensor) -> torch.Tensor:
+    """The noiseless complex echo ``(B, H, W)``: scatterers sqrt(E) z on the reflect-padded grid (``z``:
+    circular complex Gaussian ``(B, H + 2P, W + 2P)``, P = ``padding``) filtered by the PSF: lateral (a
+    Gaussian per row, ``sigma_lateral_px`` ``(B, H)``), then axial (``sigma_axial_px`` ``(B,)``), each of unit
+    energy, as products in the Fourier domain."""
+    b, h, w = echogenicity.shape
+    dev = echogenicity.device
+    p = padding((h, w))
+    amp = F.pad(torch.sqrt(echogenicity.clamp_min(0.0))[:, None], (p, p, p, p), mode="reflect")[:, 0]
+    hp, wp = amp.shape[-2:]
+    s = amp * z
+    sx = F.pad(sigma_lateral_px[:, None], (p, p), mode="replicate")[:, 0]     # the padded rows keep the edge width
+    hx = _unit_energy(gaussian_transfer(sx[..., None], wp, dev)).to(torch.complex64)    # (B, Hp, Wp)
+    s = _dft(_dft(s, -1) * hx, -1, inverse=True)
+    hz = _unit_energy(gaussian_transfer(sigma_axial_px[:, None], hp, dev)).to(torch.complex64)   # (B, Hp)
+    return _dft(_dft(s, -2) * hz[:, :, None], -2, inverse=True)[:, p:p + h, p:p + w]
+
+
+def log_compress(envelope: torch.Tensor, dynamic_range_db: torch.Tensor) -> torch.Tensor:
+    """Display v = 1 + 20 log10(A) / DR, clipped to [0, 1] (``dynamic_range_db`` ``(B,)``)."""
+    dr = dynamic_range_db.to(envelope)[:, None, None]
+    return (1.0 + 20.0 * torch.log10(envelope.clamp_min(1e-12)) / dr).clamp(0.0, 1.0)
+
+
+def echogenicity_from_display(v: torch.Tensor, dynamic_range_db: torch.Tensor) -> torch.Tensor:
+    """Invert log compression: E = 10^((v - 1) DR / 10) for a display v in [0, 1] of dynamic range DR."""
+    dr = dynamic_range_db.to(v)[:, None, None]
+    return torch.pow(10.0, (v.clamp(0.0, 1.0) - 1.0) * dr / 10.0)
+
+
+def despeckle(echogenicity: torch.Tensor, sigma_px: float) -> torch.Tensor:
+    """A local mean of the power (Gaussian, ``sigma_px``): the echogenicity estimate of an image that is already
+    speckled, so that new speckle replaces the old instead of multiplying it."""
+    b, h, w = echogenicity.shape
+    p = padding((h, w))
+    e = F.pad(echogenicity[:, None], (p, p, p, p), mode="reflect")[:, 0].to(torch.complex64)
+    sig = torch.full((b, 1), sigma_px, dtype=torch.float64)
+    gx = gaussian_transfer(sig, e.shape[-1], e.device).to(torch.complex64)
+    gz = gaussian_transfer(sig, e.shape[-2], e.device).to(torch.complex64)
+    e = _dft(_dft(e, -1) * gx[:, None, :], -1, inverse=True)
+    e = _dft(_dft(e, -2) * gz[:, :, None], -2, inverse=True)
+    return e.real[:, p:p + h, p:p + w].clamp_min(0.0)

@@ -1,0 +1,187 @@
+"""X-ray exposure (photon statistics) and motion blur, histopathology overlays (area, seeded positions, tissue
+untouched outside), and the MedQ-Deg taxonomy: every id of the paper's table is written where its modality is."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from medq_synth.degradations import REGISTRY
+from medq_synth.physics import pathology, xray
+
+ROOT = Path(__file__).resolve().parents[1]
+TAXONOMY = ROOT.parent / "shared" / "reference" / "medq-deg.md"
+
+
+# -- X-ray ------------------------------------------------------------------------------------------------------
+
+
+def test_quantum_noise_follows_the_photon_budget():
+    """Detector counts are Poisson: variance = mean counts (within 10 %) at four exposures, from under- to
+    over-exposure, and the shown line integral darkens by ln(g)."""
+    p = torch.full((1, 256, 256), 2.0)
+    for g in (0.25, 1.0, 2.2, 5.0):
+        counts = xray.detector_counts(p, torch.tensor([2.0e4]), torch.tensor([g]), torch.tensor([1e9]),
+                                      torch.tensor([11]))
+        expected = 2.0e4 * g * math.exp(-2.0)
+        assert float(counts.mean()) == pytest.approx(expected, rel=0.01)
+        assert float(counts.var()) == pytest.approx(expected, rel=0.1)
+        shown = xray.exposure(p, torch.tensor([2.0e4]), torch.tensor([g]), torch.tensor([1e9]), torch.tensor([11]))
+        assert float(shown.mean()) == pytest.approx(2.0 - math.log(g), abs=0.01)
+
+
+def test_saturation_burns_out_the_least_attenuated_regions():
+    p = torch.tensor([[[0.0, 0.1, 3.0]]])
+    shown = xray.exposure(p, torch.tensor([1e6]), torch.tensor([5.0]), torch.tensor([4.0]), torch.tensor([1]))
+    assert float(shown[0, 0, 0]) == pytest.approx(-math.log(4.0), abs=1e-6)       # clipped at the full well
+    assert float(shown[0, 0, 1]) == pytest.approx(-math.log(4.0), abs=1e-6)       # 5 e^-0.1 > 4: clipped too
+    assert float(shown[0, 0, 2]) == pytest.approx(3.0 - math.log(5.0), abs=0.01)
+
+
+@pytest.mark.parametrize("angle", [0.0, 30.0, 165.0])
+def test_motion_kernel_is_a_path_of_the_asked_length(angle):
+    k = xray.motion_kernel(19.0, torch.tensor([angle]), torch.tensor([0.0]))[0].double()
+    assert float(k.sum()) == pytest.approx(1.0, abs=1e-6)
+    yy, xx = torch.meshgrid(torch.arange(k.shape[0], dtype=torch.float64), torch.arange(k.shape[1],
+                            dtype=torch.float64), indexing="ij")
+    c = (k.shape[0] - 1) / 2
+    d = torch.tensor([math.cos(math.radians(angle)), -math.sin(math.radians(angle))], dtype=torch.float64)
+    along = (xx - c) * d[0] + (yy - c) * d[1]
+    across = -(xx - c) * d[1] + (yy - c) * d[0]
+    # uniform speed along a straight chord of 19 px: the variance along it is 19^2 / 12, none across
+    assert float((k * along ** 2).sum()) == pytest.approx(19.0 ** 2 / 12, rel=0.05)
+    assert float((k * across ** 2).sum()) < 0.2
+    bent = xray.motion_kernel(19.0, torch.tensor([angle]), torch.tensor([0.25]))[0].double()
+    bent_across = -(torch.arange(bent.shape[1])[None] - (bent.shape[0] - 1) / 2) * d[1] + \
+        (torch.arange(bent.shape[0])[:, None] - (bent.shape[0] - 1) / 2) * d[0]
+    assert float((bent * bent_across ** 2).sum()) > 1.0                          # a curved path leaves the chord
+
+
+# -- pathology overlays -----------------------------------------------------------------------------------------
+
+
+def _ihc() -> torch.Tensor:
+    from medq_synth.sources.phantoms import real_item
+
+    return torch.from_numpy(real_item("skimage", "immunohistochemistry")[0].image)[None]
+
+
+def _run(name: str, v: torch.Tensor, severity: float, seed: int = 3):
+    deg = REGISTRY.resolve(name)
+    n = len(v)
+    p = deg.sample_params(severity, torch.arange(n) + seed, tuple(v.shape[-2:]),
+                          pattern_seeds=torch.arange(n) + 100 * seed)
+    return deg.apply(v, p), p
+
+
+@pytest.mark.parametrize("name", ["path_bubble", "path_blood_cell", "path_dark_spots"])
+def test_overlays_grow_with_level_and_leave_the_rest_untouched(name):
+    v = _ihc()
+    h, w = v.shape[-2:]
+    areas = []
+    for severity in (0.5, 1.0):
+        out, p = _run(name, v, severity)
+        changed = (out != v).any(dim=1)[0]
+        areas.append(float(changed.float().mean()))
+        # every changed pixel lies inside the recorded overlay's reach, and positions are inside the image
+        yy, xx = torch.meshgrid(torch.arange(h) + 0.5, torch.arange(w) + 0.5, indexing="ij")
+        if name == "path_bubble":
+            (cx, cy), r = p["centre"][0].tolist(), float(p["radius_px"][0])
+            reach = torch.sqrt(((xx - cx) / r) ** 2 + ((yy - cy) / (r * float(p["aspect"][0]))) ** 2) * r < r + 3
+            centres = p["centre"][0][None]
+        else:
+            centres = p["centres"][0]
+            radii = p["radii"][0] * (2 * p["elongation"][0] if name == "path_dark_spots" else 1.0)
+            on = p["active"][0].bool() if name == "path_blood_cell" else torch.ones(len(centres), dtype=torch.bool)
+            reach = torch.zeros(h, w, dtype=torch.bool)
+            for (cx, cy), r in zip(centres[on].tolist(), radii[on].tolist(), strict=True):
+                reach |= torch.sqrt((xx - cx) ** 2 + (yy - cy) ** 2) < r + 1
+        assert bool((changed <= reach).all())
+        assert bool((centres[:, 0] >= 0).all() and (centres[:, 0] < w).all() and (centres[:, 1] >= 0).all()
+                    and (centres[:, 1] < h).all())
+    assert 0 < areas[0] < areas[1]
+
+
+def _run_slice(name: str, v: torch.Tensor, sl: slice) -> torch.Tensor:
+    deg = REGISTRY.resolve(name)
+    idx = torch.arange(len(v))[sl]
+    p = deg.sample_params(1.0, idx + 3, tuple(v.shape[-2:]), pattern_seeds=idx + 300)
+    return deg.apply(v[sl], p)
+
+
+@given(split=st.integers(1, 3), name=st.sampled_from(["path_bubble", "path_blood_cell", "path_dark_spots",
+                                                       "xray_exposure", "xray_motion_blur"]))
+def test_modality_models_are_batch_invariant(split, name):
+    g = torch.Generator().manual_seed(2)
+    v = torch.nn.functional.avg_pool2d(torch.rand(4, 3, 64, 56, generator=g), 5, 1, 2)
+    full = _run_slice(name, v, slice(0, 4))
+    parts = torch.cat([_run_slice(name, v, slice(k, min(k + split, 4))) for k in range(0, 4, split)])
+    assert torch.equal(full, parts)
+
+
+def test_support_fraction_counts_changed_pixels():
+    v = torch.zeros(1, 3, 10, 10)
+    out = v.clone()
+    out[0, 1, :2, :5] = 1
+    assert float(pathology.support_fraction(v, out)[0]) == pytest.approx(0.1)
+
+
+# -- the MedQ-Deg taxonomy ----------------------------------------------------------------------------------------
+
+
+def taxonomy_ids() -> set[str]:
+    """Every degradation id in the taxonomy table (section 3) of the MedQ-Deg reference."""
+    text = TAXONOMY.read_text()
+    table = text.split("## 3.", 1)[1].split("## 4.", 1)[0]
+    ids: set[str] = set()
+    for line in table.splitlines():
+        if line.startswith("| `"):
+            ids.update(re.findall(r"`([a-z_]+)`", line.split("|")[1]))
+    return ids
+
+
+def test_export_writes_every_medq_deg_id_where_the_modality_allows(tmp_path):
+    if not TAXONOMY.exists():
+        pytest.skip(f"{TAXONOMY} is not beside this checkout")
+    from PIL import Image
+    from skimage import data
+
+    from medq_synth import generate
+
+    ids = taxonomy_ids()
+    assert len(ids) == 19 and {"xray_motion_blur_artifact", "bubble_artifact", "low_dose"} <= ids
+    rows = []
+    for modality, image in (("histopathology", data.immunohistochemistry()), ("dermoscopy", data.coffee()),
+                            ("endoscopy", data.astronaut())):
+        Image.fromarray(image[::4, ::4]).save(tmp_path / f"{modality}.png")
+        rows.append({"image": f"{modality}.png", "modality": modality, "question": f"Is this {modality}?",
+                     "A": "Yes", "B": "No", "answer": "A"})
+    (tmp_path / "photos.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "out"
+    generate(["phantoms:1", str(tmp_path / "photos.jsonl")], out, degradations=sorted(ids), device="cpu",
+             progress=False, export_tsv=True, limit=None)
+    import csv
+
+    with (out / "benchmark.tsv").open() as fh:
+        tsv = list(csv.DictReader(fh, delimiter="\t"))
+    written = {r["degradation_type"] for r in tsv} - {"none"}
+    assert written == ids
+    modalities = {r["modality"] for r in tsv}
+    assert {"CT", "MRI", "X-ray", "Ultrasound", "Histopathology", "Dermoscopy", "Endoscopy"} <= modalities
+    by_id: dict[str, set] = {}
+    for r in tsv:
+        by_id.setdefault(r["degradation_type"], set()).add(r["modality"])
+    assert by_id["low_dose"] == by_id["sparse_view"] == by_id["limited_angle"] == {"CT"}
+    assert by_id["undersampling_artifact"] == by_id["ghosting_artifact"] == {"MRI"}
+    assert by_id["bubble_artifact"] == by_id["blood_cell_artifact"] == {"Histopathology"}
+    assert by_id["xray_motion_blur_artifact"] == {"X-ray"}
+    assert by_id["gaussian_noise"] >= {"CT", "MRI", "X-ray", "Ultrasound", "Dermoscopy", "Endoscopy"}
+    assert np.all([r["degradation_severity"] in ("L0", "L1", "L2") for r in tsv])
