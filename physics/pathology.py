@@ -78,7 +78,8 @@ def bubble(v: torch.Tensor, centre: torch.Tensor, radius: torch.Tensor, aspect: 
     """An air bubble under the coverslip: inside an ellipse (semi-axes ``radius`` x (1, ``aspect``) px at
     ``centre`` ``(B, 2)``), the tissue is seen blurred (Gaussian ``blur_sigma_px``, FrOoDo's sigma 5 by default),
     slightly magnified about the centre (the curved air-glass interface acts as a weak lens) and brightened;
-    the interface is a dark rim of ``rim_px``. Outside the ellipse and its rim nothing changes."""
+    the interface is a dark rim of ``rim_px``. Outside the ellipse and its rim nothing changes (FrOoDo blurs
+    inside or, at random, outside its pasted bubble; here the tissue around the bubble stays as it was)."""
     b, c, h, w = v.shape
     x, y = _grid(h, w, v.device)
     cx = centre[:, 0].to(v.device, torch.float32)[:, None, None]
