@@ -78,6 +78,7 @@ def build_registry() -> Registry:
     for name, sampler, fn, n_pattern in mri.ENTRIES:
         add(name, sampler, fn, n_pattern=n_pattern, physical=True, image_dependent=True)
     add("us_speckle", us.speckle_params, chunked(us.speckle_apply), physical=True, image_dependent=True)
+    add("us_speckle_sector", us.sector_params, chunked(us.sector_apply), physical=True, image_dependent=True)
 
     from . import xray_degradations as xr
 

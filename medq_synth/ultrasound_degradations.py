@@ -50,3 +50,19 @@ def render(e: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:
 def speckle_apply(v: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:
     """Display in, display out: the B-mode image is what the window shows."""
     return render(echogenicity(v, p), p)[:, None].expand_as(v).contiguous()
+
+
+def sector_params(d: Draw) -> dict[str, torch.Tensor]:
+    return {**speckle_params(d), **table_values("sector_deg", "apex_fraction")(d)}
+
+
+def sector_apply(v: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The same model acquired by a curvilinear probe and scan-converted: a fan, black outside it."""
+    e = echogenicity(v, p)
+    dev = e.device
+    get = {k: p[k].to(dev) for k in SETTINGS}
+    shown = us.sector_bmode(e, p["pixel_mm"].to(dev), get["center_frequency_mhz"], get["fractional_bandwidth"],
+                            get["f_number"], get["focus_fraction"], get["depth_of_field_fraction"], get["snr_db"],
+                            get["dynamic_range_db"], p["speckle_seed"], float(p["sector_deg"][0]),
+                            float(p["apex_fraction"][0]))
+    return shown[:, None].expand_as(v).contiguous()

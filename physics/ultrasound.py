@@ -146,3 +146,65 @@ def despeckle(echogenicity: torch.Tensor, sigma_px: float) -> torch.Tensor:
     e = _dft(_dft(e, -1) * gx[:, None, :], -1, inverse=True)
     e = _dft(_dft(e, -2) * gz[:, :, None], -2, inverse=True)
     return e.real[:, p:p + h, p:p + w].clamp_min(0.0)
+
+
+# -- curvilinear (sector) geometry ---------------------------------------------------------------------------
+
+
+def sector_geometry(shape: tuple[int, int], sector_deg: float, apex_fraction: float,
+                    device: torch.device | str = "cpu") -> tuple[torch.Tensor, ...]:
+    """A curvilinear probe whose apex sits ``apex_fraction`` x H above the image's top centre, imaging a
+    ``sector_deg`` fan down to the bottom of the image. Returns, for grid_sample (align_corners=False):
+    the Cartesian position of every (depth row, beam column) sample of the acquisition grid ``(1, H, W, 2)``,
+    the acquisition-grid position of every output pixel (scan conversion) ``(1, H, W, 2)``, the output pixels
+    inside the fan ``(H, W)`` bool, and the radius of each acquisition row ``(H,)`` in pixels."""
+    h, w = shape
+    half = math.radians(sector_deg) / 2
+    apex_y = -apex_fraction * h
+    r_min, r_max = -apex_y, h - apex_y
+    rows = torch.arange(h, dtype=torch.float64, device=device) + 0.5
+    cols = torch.arange(w, dtype=torch.float64, device=device) + 0.5
+    radius = r_min + rows / h * (r_max - r_min)
+    theta = -half + cols / w * 2 * half
+    x = w / 2 + radius[:, None] * torch.sin(theta)[None, :]
+    y = apex_y + radius[:, None] * torch.cos(theta)[None, :]
+    to_polar = torch.stack([x / w * 2 - 1, y / h * 2 - 1], dim=-1)[None].float()
+    dx = cols[None, :] - w / 2
+    dy = rows[:, None] - apex_y
+    r = torch.sqrt(dx ** 2 + dy ** 2)
+    t = torch.atan2(dx, dy)
+    inside = (r >= r_min) & (r <= r_max) & (t.abs() <= half)
+    to_cart = torch.stack([(t + half) / (2 * half) * 2 - 1, (r - r_min) / (r_max - r_min) * 2 - 1], dim=-1)
+    return to_polar, to_cart[None].float(), inside, radius
+
+
+def sector_bmode(echogenicity: torch.Tensor, pixel_mm: torch.Tensor, f0_mhz: torch.Tensor, bandwidth: torch.Tensor,
+                 f_number: torch.Tensor, focus_fraction: torch.Tensor, depth_of_field_fraction: torch.Tensor,
+                 snr_db: torch.Tensor, dynamic_range_db: torch.Tensor, seeds: torch.Tensor, sector_deg: float,
+                 apex_fraction: float) -> torch.Tensor:
+    """Display ``(B, H, W)`` of a curvilinear scan: the map is sampled on the (depth, beam) acquisition grid,
+    speckle is formed there (the lateral PSF in beams: its width in mm over the beam spacing r dtheta, which
+    shrinks the grain in beams as the beams diverge with depth), log-compressed, then scan-converted back to
+    the Cartesian grid (bilinear); outside the fan the display is black."""
+    b, h, w = echogenicity.shape
+    dev = echogenicity.device
+    to_polar, to_cart, inside, radius = sector_geometry((h, w), sector_deg, apex_fraction, dev)
+    polar = F.grid_sample(echogenicity[:, None], to_polar.expand(b, -1, -1, -1), mode="bilinear",
+                          padding_mode="zeros", align_corners=False)[:, 0]
+    p = padding((h, w))
+    z = rng.normal(seeds, (2, h + 2 * p, w + 2 * p), dev, torch.float32) / math.sqrt(2.0)
+    row_mm = (radius[-1] - radius[0]).item() / h * pixel_mm.double()                       # (B,)
+    sz = axial_sigma_mm(f0_mhz.double(), bandwidth.double()) / row_mm
+    depth = (radius - radius[0]).cpu()[None, :] * pixel_mm.double()[:, None]              # (B, H) mm below the top
+    zf = focus_fraction.double()[:, None] * h * pixel_mm.double()[:, None]
+    dof = depth_of_field_fraction.double()[:, None] * h * pixel_mm.double()[:, None]
+    focal = lateral_sigma_mm(f0_mhz.double(), f_number.double())[:, None]
+    width_mm = focal * torch.sqrt(1 + ((depth - zf) / dof) ** 2)
+    beam_mm = radius.cpu()[None, :] * (math.radians(sector_deg) / w) * pixel_mm.double()[:, None]
+    r = echo(polar, torch.complex(z[:, 0], z[:, 1]), sz, width_mm / beam_mm)
+    noise = rng.normal(rng.substreams(seeds, "us-thermal"), (2, h, w), dev, torch.float32) / math.sqrt(2.0)
+    sigma_n = torch.pow(10.0, -snr_db.to(device=dev, dtype=torch.float32) / 20.0)[:, None, None]
+    shown = log_compress((r + sigma_n * torch.complex(noise[:, 0], noise[:, 1])).abs(), dynamic_range_db.to(dev))
+    fan = F.grid_sample(shown[:, None], to_cart.expand(b, -1, -1, -1), mode="bilinear", padding_mode="border",
+                        align_corners=False)[:, 0]
+    return torch.where(inside[None], fan, torch.zeros_like(fan))

@@ -91,10 +91,11 @@ def test_thermal_noise_sets_the_floor_of_an_anechoic_region():
 # -- through the registry -------------------------------------------------------------------------------------
 
 
-def _registry_run(v: torch.Tensor, severity: float, known_map: torch.Tensor | None, sl: slice) -> torch.Tensor:
+def _registry_run(v: torch.Tensor, severity: float, known_map: torch.Tensor | None, sl: slice,
+                  name: str = "us_speckle") -> torch.Tensor:
     from medq_synth.degradations import REGISTRY
 
-    deg = REGISTRY.resolve("us_speckle")
+    deg = REGISTRY.resolve(name)
     n = len(v)
     ctx = {"window_lo": torch.zeros(n, dtype=torch.float64), "window_hi": torch.ones(n, dtype=torch.float64),
            "pixel_mm": torch.full((n,), 0.2, dtype=torch.float64)}
@@ -106,18 +107,20 @@ def _registry_run(v: torch.Tensor, severity: float, known_map: torch.Tensor | No
     return deg.apply(v[sl], {**p, **part}), p
 
 
-@given(split=st.integers(1, 4), with_map=st.booleans())
-def test_speckle_is_batch_invariant(split, with_map):
+@given(split=st.integers(1, 4), with_map=st.booleans(), name=st.sampled_from(["us_speckle", "us_speckle_sector"]))
+def test_speckle_is_batch_invariant(split, with_map, name):
     g = torch.Generator().manual_seed(1)
     v = torch.nn.functional.avg_pool2d(torch.rand(5, 1, 48, 40, generator=g), 5, 1, 2)
     known = torch.rand(5, 48, 40, generator=g) if with_map else None
-    full, p = _registry_run(v, 1.0, known, slice(0, 5))
-    parts = torch.cat([_registry_run(v, 1.0, known, slice(k, min(k + split, 5)))[0] for k in range(0, 5, split)])
+    full, p = _registry_run(v, 1.0, known, slice(0, 5), name)
+    parts = torch.cat([_registry_run(v, 1.0, known, slice(k, min(k + split, 5)), name)[0]
+                       for k in range(0, 5, split)])
     assert torch.equal(full, parts)
     assert int(p["echogenicity_source"][0]) == (0 if with_map else 1)
 
 
-def test_phantom_l0_is_the_identity_rendering_of_its_map_and_levels_degrade():
+@pytest.mark.parametrize("name", ["us_speckle", "us_speckle_sector"])
+def test_phantom_l0_is_the_identity_rendering_of_its_map_and_levels_degrade(name):
     """The phantom's image is its map rendered at the identity settings; L1 and L2 re-render the same map with
     the item's pattern speckle; L2 is further from L0 than L1 (SSIM) on every phantom."""
     from medq_synth.metrics import ssim
@@ -129,8 +132,8 @@ def test_phantom_l0_is_the_identity_rendering_of_its_map_and_levels_degrade():
         assert 0.0 <= it.image.min() and it.image.max() <= 1.0
         v = torch.from_numpy(it.image)[None]
         known = torch.from_numpy(it.echogenicity)[None]
-        l1, _ = _registry_run(v, 0.5, known, slice(0, 1))
-        l2, _ = _registry_run(v, 1.0, known, slice(0, 1))
+        l1, _ = _registry_run(v, 0.5, known, slice(0, 1), name)
+        l2, _ = _registry_run(v, 1.0, known, slice(0, 1), name)
         s1, s2 = float(ssim(l1, v)[0]), float(ssim(l2, v)[0])
         assert s2 < s1 < 1.0, (i, s1, s2)
 
@@ -142,3 +145,20 @@ def test_despeckling_keeps_the_mean_power():
     assert float(out.mean()) == pytest.approx(float(e.mean()), rel=1e-3)
     assert float(out[0, 5, 5]) == pytest.approx(0.3, rel=1e-4)
     assert np.isclose(float(out[0, 30, 30]), 0.01, rtol=0.05)
+
+
+def test_sector_scan_is_black_outside_its_fan_and_speckled_inside():
+    _, _, inside, radius = us.sector_geometry((128, 96), 60.0, 0.2)
+    e = torch.full((1, 128, 96), 0.1)
+    shown = us.sector_bmode(e, torch.tensor([0.2]), torch.tensor([5.0]), torch.tensor([0.6]), torch.tensor([2.0]),
+                            torch.tensor([0.5]), torch.tensor([0.5]), torch.tensor([80.0]), torch.tensor([60.0]),
+                            torch.tensor([3]), 60.0, 0.2)[0]
+    assert bool((shown[~inside] == 0).all())
+    # the fan: the apex 0.2 H above the top, the edges at +-30 deg from the vertical
+    assert bool(inside[64, 48]) and not bool(inside[0, 0]) and not bool(inside[127, 0])
+    x_edge = 48 + (40.5 + 0.2 * 128) * math.tan(math.radians(30))            # 86.2 on row 40
+    assert bool(inside[40, int(x_edge) - 2]) and not bool(inside[40, int(x_edge) + 2])
+    assert float(radius[0]) == pytest.approx(0.2 * 128 + 0.5 * 1.2, abs=1.0)
+    # inside: speckle around the map's level, -10 dB at a 60 dB display = 0.83, less the log-speckle bias
+    level = float(shown[inside].mean())
+    assert 0.7 < level < 0.85 and float(shown[inside].std()) > 0.03
