@@ -4,6 +4,7 @@ registry binding: phantoms carry their map, other images are despeckled first, b
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -162,3 +163,29 @@ def test_sector_scan_is_black_outside_its_fan_and_speckled_inside():
     # inside: speckle around the map's level, -10 dB at a 60 dB display = 0.83, less the log-speckle bias
     level = float(shown[inside].mean())
     assert 0.7 < level < 0.85 and float(shown[inside].std()) > 0.03
+
+
+def test_real_ultrasound_images_are_despeckled_then_degraded(tmp_path):
+    """pydicom's ultrasound examples (colour B-mode renderings, already speckled): re-rendered from their
+    despeckled map; L2 is further from L0 than L1 (SSIM) for both probe geometries."""
+    import json
+    import shutil
+
+    import pydicom
+
+    from medq_synth import generate
+
+    folder = tmp_path / "us"
+    folder.mkdir()
+    for name in ("examples_rgb_color.dcm", "examples_jpeg2k.dcm"):
+        shutil.copy(Path(pydicom.__file__).parent / "data" / "test_files" / name, folder / name)
+    out = tmp_path / "out"
+    generate(str(folder), out, degradations=["us_speckle", "us_speckle_sector"], device="cpu", progress=False)
+    rows = [json.loads(x) for x in (out / "manifest.jsonl").read_text().splitlines()]
+    ssim = {(r["source_id"], r["degradation"], r["level"]): r["ssim"] for r in rows if r["level"]}
+    assert len(ssim) == 2 * 2 * 2
+    for (src, deg, level), s in ssim.items():
+        if level == 2:
+            assert s < ssim[(src, deg, 1)] < 1.0, (src, deg)
+    assert {r["params"]["echogenicity_source"] for r in rows if r["level"]} == {1}
+    assert {r["params"]["pixel_mm"] for r in rows if r["level"]} == {0.2}          # no spacing: the default
