@@ -37,10 +37,14 @@ def echogenicity(v: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:
     return us.despeckle(power, float(p["despeckle_px"][0]))
 
 
+def _settings(p: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: p[k].to(device) for k in SETTINGS}
+
+
 def render(e: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:
     """B-mode display ``(B, H, W)`` in [0, 1] of echogenicity ``e`` with the settings in ``p``."""
     dev = e.device
-    get = {k: p[k].to(dev) for k in SETTINGS}
+    get = _settings(p, dev)
     env = us.bmode(e, p["pixel_mm"].to(dev), get["center_frequency_mhz"], get["fractional_bandwidth"],
                    get["f_number"], get["focus_fraction"], get["depth_of_field_fraction"], get["snr_db"],
                    p["speckle_seed"])
@@ -60,7 +64,7 @@ def sector_apply(v: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:
     """The same model acquired by a curvilinear probe and scan-converted: a fan, black outside it."""
     e = echogenicity(v, p)
     dev = e.device
-    get = {k: p[k].to(dev) for k in SETTINGS}
+    get = _settings(p, dev)
     shown = us.sector_bmode(e, p["pixel_mm"].to(dev), get["center_frequency_mhz"], get["fractional_bandwidth"],
                             get["f_number"], get["focus_fraction"], get["depth_of_field_fraction"], get["snr_db"],
                             get["dynamic_range_db"], p["speckle_seed"], float(p["sector_deg"][0]),

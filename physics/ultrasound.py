@@ -97,9 +97,14 @@ def bmode(echogenicity: torch.Tensor, pixel_mm: torch.Tensor, f0_mhz: torch.Tens
     p = padding((h, w))
     z = rng.normal(seeds, (2, h + 2 * p, w + 2 * p), dev, torch.float32) / math.sqrt(2.0)
     sz, sx = psf_sigmas_px((h, w), pixel_mm, f0_mhz, bandwidth, f_number, focus_fraction, depth_of_field_fraction)
-    r = echo(echogenicity, torch.complex(z[:, 0], z[:, 1]), sz, sx)
-    noise = rng.normal(rng.substreams(seeds, "us-thermal"), (2, h, w), dev, torch.float32) / math.sqrt(2.0)
-    sigma_n = torch.pow(10.0, -snr_db.to(device=dev, dtype=torch.float32) / 20.0)[:, None, None]
+    return noisy_envelope(echo(echogenicity, torch.complex(z[:, 0], z[:, 1]), sz, sx), snr_db, seeds)
+
+
+def noisy_envelope(r: torch.Tensor, snr_db: torch.Tensor, seeds: torch.Tensor) -> torch.Tensor:
+    """|r + n|: thermal noise n circular complex Gaussian of power 10^(-SNR / 10) (a substream of ``seeds``)."""
+    b, h, w = r.shape
+    noise = rng.normal(rng.substreams(seeds, "us-thermal"), (2, h, w), r.device, torch.float32) / math.sqrt(2.0)
+    sigma_n = torch.pow(10.0, -snr_db.to(device=r.device, dtype=torch.float32) / 20.0)[:, None, None]
     return (r + sigma_n * torch.complex(noise[:, 0], noise[:, 1])).abs()
 
 
@@ -157,7 +162,8 @@ def sector_geometry(shape: tuple[int, int], sector_deg: float, apex_fraction: fl
     ``sector_deg`` fan down to the bottom of the image. Returns, for grid_sample (align_corners=False):
     the Cartesian position of every (depth row, beam column) sample of the acquisition grid ``(1, H, W, 2)``,
     the acquisition-grid position of every output pixel (scan conversion) ``(1, H, W, 2)``, the output pixels
-    inside the fan ``(H, W)`` bool, and the radius of each acquisition row ``(H,)`` in pixels."""
+    inside the fan ``(H, W)`` bool, and the radius of each acquisition row ``(H,)`` in pixels (on the host:
+    it scales the per-item PSF widths, which live there)."""
     h, w = shape
     half = math.radians(sector_deg) / 2
     apex_y = -apex_fraction * h
@@ -175,7 +181,8 @@ def sector_geometry(shape: tuple[int, int], sector_deg: float, apex_fraction: fl
     t = torch.atan2(dx, dy)
     inside = (r >= r_min) & (r <= r_max) & (t.abs() <= half)
     to_cart = torch.stack([(t + half) / (2 * half) * 2 - 1, (r - r_min) / (r_max - r_min) * 2 - 1], dim=-1)
-    return to_polar, to_cart[None].float(), inside, radius
+    host_radius = r_min + (torch.arange(h, dtype=torch.float64) + 0.5) / h * (r_max - r_min)
+    return to_polar, to_cart[None].float(), inside, host_radius
 
 
 def sector_bmode(echogenicity: torch.Tensor, pixel_mm: torch.Tensor, f0_mhz: torch.Tensor, bandwidth: torch.Tensor,
@@ -195,16 +202,14 @@ def sector_bmode(echogenicity: torch.Tensor, pixel_mm: torch.Tensor, f0_mhz: tor
     z = rng.normal(seeds, (2, h + 2 * p, w + 2 * p), dev, torch.float32) / math.sqrt(2.0)
     row_mm = (radius[-1] - radius[0]).item() / h * pixel_mm.double()                       # (B,)
     sz = axial_sigma_mm(f0_mhz.double(), bandwidth.double()) / row_mm
-    depth = (radius - radius[0]).cpu()[None, :] * pixel_mm.double()[:, None]              # (B, H) mm below the top
+    depth = (radius - radius[0])[None, :] * pixel_mm.double()[:, None]                   # (B, H) mm below the top
     zf = focus_fraction.double()[:, None] * h * pixel_mm.double()[:, None]
     dof = depth_of_field_fraction.double()[:, None] * h * pixel_mm.double()[:, None]
     focal = lateral_sigma_mm(f0_mhz.double(), f_number.double())[:, None]
     width_mm = focal * torch.sqrt(1 + ((depth - zf) / dof) ** 2)
-    beam_mm = radius.cpu()[None, :] * (math.radians(sector_deg) / w) * pixel_mm.double()[:, None]
+    beam_mm = radius[None, :] * (math.radians(sector_deg) / w) * pixel_mm.double()[:, None]
     r = echo(polar, torch.complex(z[:, 0], z[:, 1]), sz, width_mm / beam_mm)
-    noise = rng.normal(rng.substreams(seeds, "us-thermal"), (2, h, w), dev, torch.float32) / math.sqrt(2.0)
-    sigma_n = torch.pow(10.0, -snr_db.to(device=dev, dtype=torch.float32) / 20.0)[:, None, None]
-    shown = log_compress((r + sigma_n * torch.complex(noise[:, 0], noise[:, 1])).abs(), dynamic_range_db.to(dev))
+    shown = log_compress(noisy_envelope(r, snr_db, seeds), dynamic_range_db.to(dev))
     fan = F.grid_sample(shown[:, None], to_cart.expand(b, -1, -1, -1), mode="bilinear", padding_mode="border",
                         align_corners=False)[:, 0]
     return torch.where(inside[None], fan, torch.zeros_like(fan))
