@@ -40,7 +40,13 @@ def _finish(out: Path, store: Store, setting: Setting, stats: LoopStats, extra: 
         store.rewrite()
     info = {"run": {**extra, "model": setting.model, "label": setting.label, "template": setting.template,
                     "decoding": asdict(setting.decoding), **stats.to_json()}}
-    return write_report(out, list(store.records.values()), store.unresolved(), [out], info, n_boot)
+    metrics = write_report(out, list(store.records.values()), store.unresolved(), [out], info, n_boot)
+    m = metrics["labels"].get(setting.label) or {}
+    if not m.get("n") and m.get("n_abstained"):
+        reasons = "; ".join(sorted(m["abstain_reasons"]))[:400]
+        raise EvalError(f"{setting.model} could read none of the {m['n_abstained']} questions, so there is no "
+                        f"accuracy to report ({reasons}); choose a model with --model")
+    return metrics
 
 
 def run(out: str | Path, model: str | Backend = "observer", sources: list[str] | None = None,
@@ -48,7 +54,7 @@ def run(out: str | Path, model: str | Backend = "observer", sources: list[str] |
         severities: tuple[float, ...] = (), seed: int = 0, device: str = "auto", batch_size: int = 16,
         limit: int | None = None, template: str = "medq-deg", decoding: Decoding | None = None,
         model_batch_size: int = 8, label: str | None = None, progress: bool = True, judge: str | None = None,
-        n_boot: int = 1000, backend_options: dict[str, Any] | None = None) -> dict[str, Any]:
+        n_boot: int = 1000, backend_options: dict[str, Any] | None = None, parser: str = "") -> dict[str, Any]:
     """Degrade on ``device`` and answer in the same process (``medq-synth run``); returns metrics.json.
     ``backend_options`` go to the backend's constructor (hf: ``dtype``, ``processor_kwargs``)."""
     from medq_synth.engine import GenerateError, Generator
@@ -65,7 +71,7 @@ def run(out: str | Path, model: str | Backend = "observer", sources: list[str] |
     backend = _backend(model, device, backend_options)
     name = model if isinstance(model, str) else backend.name
     setting = Setting(model=name, label=label or name, template=template, decoding=decoding,
-                      data_tag=f"seed={seed}")
+                      data_tag=f"seed={seed}", parser=parser)
     store = Store(out)
     store.error(gen.run_errors)
     if backend.needs_prior:
@@ -105,7 +111,8 @@ def _gold_answers(gen) -> list[tuple[str, str | None]]:
 def evaluate_data(data: str | Path, out: str | Path, model: str | Backend = "observer", device: str = "auto",
                   template: str = "medq-deg", decoding: Decoding | None = None, model_batch_size: int = 8,
                   label: str | None = None, progress: bool = True, judge: str | None = None,
-                  n_boot: int = 1000, backend_options: dict[str, Any] | None = None) -> dict[str, Any]:
+                  n_boot: int = 1000, backend_options: dict[str, Any] | None = None,
+                  parser: str = "") -> dict[str, Any]:
     """Evaluate a generated folder or a VLMEvalKit TSV (``medq-synth eval``); returns metrics.json."""
     data, out = Path(data), Path(out)
     try:
@@ -117,7 +124,7 @@ def evaluate_data(data: str | Path, out: str | Path, model: str | Backend = "obs
     backend = _backend(model, device, backend_options)
     name = model if isinstance(model, str) else backend.name
     setting = Setting(model=name, label=label or name, template=template, decoding=decoding or Decoding(),
-                      data_tag=f"data={data.resolve()}")
+                      data_tag=f"data={data.resolve()}", parser=parser)
     store = Store(out)
     errors: list[dict[str, Any]] = []
     make = (lambda: generated_batches(data, errors)) if data.is_dir() else (lambda: tsv_batches(data, errors))

@@ -18,7 +18,7 @@ import numpy as np
 
 from medq_synth.display import hwc
 from medq_synth.items import OPTION_LETTERS, ItemError, normalise_modality
-from medq_synth.registry import level_key
+from medq_synth.registry import canonical_id, level_key
 from medq_synth.sources import tsv_image
 
 from .records import Sample
@@ -145,7 +145,7 @@ def tsv_rows(path: Path, errors: list[dict[str, Any]]) -> list[dict[str, str]]:
 
 def tsv_sample(row: dict[str, str], rows: dict[str, dict[str, str]], base: Path, name: str) -> Sample:
     idx = str(row.get("index", "")).strip()
-    typ = (row.get("degradation_type") or "").strip().lower() or "none"
+    typ = canonical_id((row.get("degradation_type") or "").strip().lower() or "none")
     sev = (row.get("degradation_severity") or "").strip().lower()
     if sev not in _LEVELS:
         raise ItemError(f"unknown degradation_severity {sev!r}")
@@ -158,7 +158,8 @@ def tsv_sample(row: dict[str, str], rows: dict[str, dict[str, str]], base: Path,
             "medq_deg_id": typ if level else "none",
             "category": MEDQ_DEG_CATEGORY.get(typ, "other") if level else "none", "level": level,
             "level_key": f"L{level}", "severity": {0: 0.0, 1: 0.5, 2: 1.0}[level],
-            "capability": row.get("l2-category") or row.get("capability") or row.get("category") or None,
+            # ``category`` is not a capability: in MedQ-Deg-style TSVs (ours included) it is the degradation category
+            "capability": row.get("capability") or row.get("l2-category") or None,
             "task": row.get("task") or None}
     if "description" in row and not any(row.get(c) for c in OPTION_LETTERS):
         kind = "comparison" if row.get("image_a") else "description"

@@ -1,7 +1,9 @@
-"""Answer parsing: MedQ-Deg's cascade, a strict mode, verbalised confidence and judge scores.
+"""Answer parsing: the released MedQ-Deg evaluator's parser, the corrected cascade, a strict mode,
+verbalised confidence and judge scores.
 
 Everything that yields no letter is ``UNPARSED``: it is scored wrong and counted, never replaced by a random
-or nearest option (those fallbacks hide refusals, which grow with severity)."""
+or nearest option (those fallbacks hide refusals, which grow with severity). Parse rates are reported for
+every parser."""
 
 from __future__ import annotations
 
@@ -11,6 +13,46 @@ import re
 UNPARSED = "UNPARSED"
 LETTERS = "ABCDE"
 
+# -- the released VLMEvalKit evaluator (MedQDEGBenchDataset._extract_option_letter), quirks included -------
+# Published MedQ-Deg numbers come from that code, so the default parser of the medq-deg template reproduces
+# what it does, not what its cascade seems to say:
+#  * its "answer is X" / "option X" stage searches a lower-case pattern in the upper-cased reply and never
+#    fires (not reproduced, since it has no effect);
+#  * its standalone-letter stage treats only A-Z as neighbours: digits, "_" and non-ASCII letters do not
+#    block ("At the C1 level; answer B" gives C);
+#  * letters run A-E whatever the item's options (an "E" on a four-option item is a wrong answer);
+#  * a reply it cannot read stays the prediction, a hit only if it equals the gold letter.
+_REL_LEAD = re.compile(r"([A-E])[.)\s]")
+_REL_DASH = re.compile(r"([A-E])\s*[-:]")
+_REL_ALONE = re.compile(r"(?:^|[^A-Z])([A-E])(?:[^A-Z]|$)")
+
+
+def released_prediction(text: str | None) -> str | None:
+    """What the released evaluator stores as the prediction: a letter A-E, or the stripped reply itself when
+    no rule matches; None for a missing reply (pandas NaN upstream)."""
+    if text is None:
+        return None
+    reply = str(text).strip()
+    t = reply.upper()
+    if t in ("A", "B", "C", "D", "E"):
+        return t
+    m = _REL_LEAD.match(t) or _REL_DASH.match(t) or _REL_ALONE.search(t)
+    return m.group(1) if m else reply
+
+
+def released_hit(text: str | None, answer: str | None) -> bool:
+    """The released evaluator's hit: the upper-cased prediction equals the upper-cased gold answer."""
+    pred = released_prediction(text)
+    return pred is not None and answer is not None and str(answer).strip().upper() == str(pred).upper()
+
+
+def parse_vlmevalkit(text: str | None) -> str:
+    """The released evaluator's letter, or ``UNPARSED`` where it keeps the raw reply."""
+    pred = released_prediction(text)
+    return pred if pred is not None and len(pred) == 1 and pred in LETTERS else UNPARSED
+
+
+# -- the corrected cascade and the strict parser ----------------------------------------------------------
 _ANSWER_IS = re.compile(r"\b(?:ANSWER\s+IS|OPTION)\s*:?\s*\(?([A-E])\b")
 _LEAD_PUNCT = re.compile(r"^\(?([A-E])(?:[.)]|\s)")
 _LEAD_DASH = re.compile(r"^([A-E])\s*[-:]")
@@ -18,11 +60,11 @@ _STANDALONE = re.compile(r"\b([A-E])\b")
 _STRICT_LEAD = re.compile(r"^\(?([A-E])\s*(?:[.):\-]|$)")
 
 
-def parse_medq_deg(text: str | None) -> str:
-    """MedQ-Deg's cascade (VLMEvalKit ``_extract_option_letter``) on the upper-cased, stripped reply; first
+def parse_cascade(text: str | None) -> str:
+    """The cascade MedQ-Deg's evaluator describes, as it reads: on the upper-cased, stripped reply, first
     match wins: (1) the reply is one letter A-E, (2) a leading letter then ``.``, ``)`` or whitespace,
-    (3) "ANSWER IS X" / "OPTION X", (4) a leading letter then ``-`` or ``:``, (5) the first standalone A-E.
-    Upstream keeps the raw text when nothing matches (scored wrong); here that is ``UNPARSED``."""
+    (3) "ANSWER IS X" / "OPTION X" (which fires here), (4) a leading letter then ``-`` or ``:``, (5) the first
+    A-E standing alone as a word (digits, ``_`` and any letter block it). ``UNPARSED`` otherwise."""
     if not text:
         return UNPARSED
     t = text.strip().upper()
@@ -41,6 +83,32 @@ def parse_strict(text: str | None, letters: str = LETTERS) -> str:
     t = text.strip().upper()
     m = _STRICT_LEAD.match(t) or _ANSWER_IS.search(t)
     return m.group(1) if m and m.group(1) in letters else UNPARSED
+
+
+PARSERS = ("vlmevalkit", "cascade", "strict")
+
+
+def parse_with(name: str, text: str | None, letters: str = LETTERS) -> str:
+    """A reply's letter under parser ``name`` (``PARSERS``)."""
+    if name == "vlmevalkit":
+        return parse_vlmevalkit(text)
+    if name == "cascade":
+        return parse_cascade(text)
+    if name == "strict":
+        return parse_strict(text, letters)
+    raise ValueError(f"unknown parser {name!r} (choose from {', '.join(PARSERS)})")
+
+
+def is_hit(name: str, text: str | None, letters: str, answer: str | None) -> bool:
+    """Correctness under parser ``name``; the released rule (upper-cased string equality) for vlmevalkit."""
+    if name == "vlmevalkit":
+        return released_hit(text, answer)
+    return answer is not None and parse_with(name, text, letters) == answer
+
+
+def default_parser(template: str) -> str:
+    """The released evaluator's parser for the MedQ-Deg template, the corrected cascade for the others."""
+    return "vlmevalkit" if template == "medq-deg" else "cascade"
 
 
 _CONFIDENCE = re.compile(r"CONFIDENCE\s*(?:LEVEL|SCORE)?\s*[:=]?\s*(\d{1,3}(?:\.\d+)?)\s*(%?)", re.IGNORECASE)

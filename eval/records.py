@@ -11,7 +11,7 @@ import numpy as np
 
 from .backends.base import Decoding, Query, Reply
 from .confidence import expected_vote_confidence, letter_confidence, vote_confidence, vote_shares
-from .parsing import UNPARSED, parse_medq_deg, parse_strict, parse_verbal_confidence
+from .parsing import PARSERS, UNPARSED, default_parser, is_hit, parse_verbal_confidence, parse_with
 from .prompts import free_prompt, mcq_prompt, template_digest
 
 META_FIELDS = ("source", "modality", "degradation", "medq_deg_id", "category", "level", "level_key", "severity",
@@ -48,6 +48,11 @@ class Setting:
     template: str
     decoding: Decoding
     data_tag: str = ""          # e.g. the generation seed: the same output id with another seed is another image
+    parser: str = ""            # "" = the template's default (eval.parsing.default_parser); not part of the key
+
+    @property
+    def parser_name(self) -> str:
+        return self.parser or default_parser(self.template)
 
     def prompt(self, s: Sample) -> str:
         return mcq_prompt(s.question, s.options, self.template) if s.kind == "mcq" else free_prompt(s.kind, s.question)
@@ -74,7 +79,8 @@ def _argmax(probs: dict[str, float], letters: str) -> str:
 
 
 def make_record(s: Sample, setting: Setting, reply: Reply) -> dict[str, Any]:
-    """Score one reply: both parsers, the three confidence sources (where available) and correctness."""
+    """Score one reply: every parser's letter and hit (``pred`` / ``correct``: the setting's parser), the three
+    confidence sources (where available); an abstention is recorded as such, with its reason."""
     rec: dict[str, Any] = {"key": setting.key(s), "label": setting.label, "model": setting.model,
                            "template": setting.template, "decoding": setting.decoding.fingerprint(),
                            "output_id": s.output_id, "base_id": s.base_id, "kind": s.kind}
@@ -86,9 +92,15 @@ def make_record(s: Sample, setting: Setting, reply: Reply) -> dict[str, Any]:
         rec.update(reference=s.reference, question=s.question)
         return rec
     letters = s.letters
-    pred = parse_medq_deg(reply.text)
-    rec.update(question=s.question, options=s.options, answer=s.answer, K=len(letters), pred=pred,
-               pred_strict=parse_strict(reply.text, letters), correct=bool(pred == s.answer))
+    if reply.abstain:           # a baseline that cannot read the question: no answer, excluded from accuracy
+        rec.update(question=s.question, options=s.options, answer=s.answer, K=len(letters), abstained=reply.abstain,
+                   pred=None, pred_strict=None, preds={}, hits={}, correct=None, parser=setting.parser_name)
+        return rec
+    parser = setting.parser_name
+    preds = {name: parse_with(name, reply.text, letters) for name in PARSERS}
+    hits = {name: is_hit(name, reply.text, letters, s.answer) for name in PARSERS}
+    rec.update(question=s.question, options=s.options, answer=s.answer, K=len(letters), parser=parser,
+               pred=preds[parser], pred_strict=preds["strict"], preds=preds, hits=hits, correct=hits[parser])
     conf: dict[str, float | None] = {}
     top: dict[str, float] = {}
     top_ok: dict[str, bool] = {}
@@ -101,7 +113,7 @@ def make_record(s: Sample, setting: Setting, reply: Reply) -> dict[str, Any]:
         best = _argmax(reply.letter_probs, letters)
         top["letter"], top_ok["letter"] = float(p.max()), best == s.answer
     if reply.samples:
-        votes = [parse_medq_deg(t) for t in reply.samples]
+        votes = [parse_with(parser, t, letters) for t in reply.samples]
         rec["samples"], rec["votes"] = reply.samples, votes
         shares = vote_shares(votes, letters)
         conf["vote"] = vote_confidence(votes, letters)
@@ -114,5 +126,5 @@ def make_record(s: Sample, setting: Setting, reply: Reply) -> dict[str, Any]:
     rec["confidence"] = {k: round(v, 8) for k, v in conf.items()}
     rec["top"] = {k: round(v, 8) for k, v in top.items()}
     rec["top_correct"] = top_ok
-    rec["unparsed"] = pred == UNPARSED
+    rec["unparsed"] = preds[parser] == UNPARSED
     return rec

@@ -138,11 +138,13 @@ def _failure_sheet(records_by_key: dict[str, dict[str, Any]], dirs: list[Path], 
 def _markdown(metrics: dict[str, Any], plots: list[tuple[str, str]]) -> str:
     per = metrics["labels"]
     lines = ["# medq-synth evaluation report", "",
-             "Accuracy in %, MedQ-Deg parser (strict parser in brackets); unparsed answers count as wrong. "
+             "Accuracy in %, with each model's parser (`vlmevalkit`: the released MedQ-Deg evaluator, quirks "
+             "included; strict parser in brackets); unparsed answers count as wrong. Abstentions (a baseline that "
+             "cannot read a question) are excluded from accuracy and reported as coverage. "
              "Calibration Shift = mean C - accuracy (C = 1 - H / log K; positive = over-confident).", "",
              "## Leaderboard", "",
-             "| model | n | L0 | L1 | L2 | L1-L0 | L2-L0 (95% CI) | parse rate L0/L1/L2 | failed |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| model | parser | n | coverage | L0 | L1 | L2 | L1-L0 | L2-L0 (95% CI) | parse rate L0/L1/L2 | failed |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for lab, m in sorted(per.items(), key=lambda kv: -(kv[1].get("accuracy") or 0)):
         if not m.get("n"):
             continue
@@ -150,9 +152,23 @@ def _markdown(metrics: dict[str, Any], plots: list[tuple[str, str]]) -> str:
         ci = m["bootstrap_95"]["L2-L0"]
         ci_txt = f"{_fmt(ci['value'])} ({_fmt(ci['lo'])}, {_fmt(ci['hi'])})" if ci["value"] is not None else "-"
         parse = "/".join(_fmt(m["parse_rate_by_level"].get(lv)) for lv in LEVELS)
-        lines.append(f"| {lab} | {m['n']} | " + " | ".join(f"{_fmt(acc.get(lv))} [{_fmt(strict.get(lv))}]"
+        head = f"| {lab} | {m.get('parser', '-')} | {m['n']} | {_fmt(m.get('coverage'))} | "
+        lines.append(head + " | ".join(f"{_fmt(acc.get(lv))} [{_fmt(strict.get(lv))}]"
                                                           for lv in LEVELS)
                      + f" | {_fmt(m['drops']['L1-L0'])} | {ci_txt} | {parse} | {m['n_failed']} |")
+    lines += ["", "## Parsers", "", "Accuracy and parse rate (%) of every model under each parser.", "",
+              "| model | parser | accuracy | parse rate | parse rate L0/L1/L2 |", "|---|---|---|---|---|"]
+    for lab, m in per.items():
+        for name, b in (m.get("by_parser") or {}).items():
+            rates = "/".join(_fmt(b["parse_rate_by_level"].get(lv)) for lv in LEVELS)
+            lines.append(f"| {lab} | {name} | {_fmt(b['accuracy'])} | {_fmt(b['parse_rate'])} | {rates} |")
+    abst = {lab: m for lab, m in per.items() if m.get("n_abstained")}
+    if abst:
+        lines += ["", "## Abstentions", "", "| model | abstained | coverage L0/L1/L2 | reasons |", "|---|---|---|---|"]
+        for lab, m in abst.items():
+            cov = "/".join(_fmt(m["coverage_by_level"].get(lv)) for lv in LEVELS)
+            why = "; ".join(f"{k} ({v})" for k, v in m["abstain_reasons"].items())
+            lines.append(f"| {lab} | {m['n_abstained']} | {cov} | {why} |")
     lines += ["", "## Confidence and calibration", "",
               "| model | source | mean C | shift L0 | shift L1 | shift L2 | ECE-15 width | ECE-15 mass | Brier | AUROC "
               "| intra-model DKE |", "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -248,14 +264,16 @@ def write_report(out: Path, records: list[dict[str, Any]], unresolved: list[dict
 
 def level_table(metrics: dict[str, Any]) -> str:
     """The per-level table printed at the end of ``run`` / ``eval``."""
-    rows = [f"{'model':<28} {'n':>6} " + " ".join(f"{lv:>7}" for lv in LEVELS) + "   parse  shift(L0/L2)"]
+    rows = [f"{'model':<28} {'n':>6} " + " ".join(f"{lv:>7}" for lv in LEVELS) + "   parse  cover  shift(L0/L2)"]
     for lab, m in metrics["labels"].items():
         if not m.get("n"):
+            if m.get("n_abstained"):
+                rows.append(f"{lab[:28]:<28} {0:>6}   abstained on all {m['n_abstained']} questions")
             continue
         acc = m["accuracy_by"]["level"]
         c = next(iter(m.get("confidence", {}).values()), None)
         shift = (f"{c['calibration_shift_by_level'].get('L0', float('nan')):+.3f}/"
                  f"{c['calibration_shift_by_level'].get('L2', float('nan')):+.3f}") if c else "-"
         rows.append(f"{lab[:28]:<28} {m['n']:>6} " + " ".join(f"{_fmt(acc.get(lv)):>7}" for lv in LEVELS)
-                    + f"   {_fmt(m['parse_rate']):>5}  {shift}")
+                    + f"   {_fmt(m['parse_rate']):>5}  {_fmt(m.get('coverage')):>5}  {shift}")
     return "\n".join(rows)

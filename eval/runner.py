@@ -84,9 +84,10 @@ def _answer_isolated(backend: Backend, samples: list[Sample], setting: Setting, 
         replies += [Reply(error=f"the backend returned {n} replies for {len(samples)} queries")
                     for _ in range(len(samples) - n)]
     for r in replies[: len(samples)]:
-        if r.error is None and decoding.trials and len(r.samples) != decoding.trials and samples[0].kind == "mcq":
+        if (r.error is None and not r.abstain and decoding.trials and len(r.samples) != decoding.trials
+                and samples[0].kind == "mcq"):
             r.error = f"the backend returned {len(r.samples)} of {decoding.trials} samples"
-        if r.error is None and r.text is None:
+        if r.error is None and r.text is None and not r.abstain:
             r.error = "the backend returned no text"
     return replies[: len(samples)]
 
@@ -160,7 +161,7 @@ class FailureSheet:
         self.keep, self.size = keep, size
 
     def __call__(self, s: Sample, rec: dict[str, Any]) -> None:
-        if s.kind != "mcq" or rec["correct"] or not s.images:
+        if s.kind != "mcq" or rec.get("abstained") or rec["correct"] or not s.images:
             return
         self.dir.mkdir(parents=True, exist_ok=True)
         kept = sorted(p.stem for p in self.dir.glob("*.png"))

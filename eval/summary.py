@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from typing import Any
 
 import numpy as np
 
 from . import metrics as M
-from .parsing import UNPARSED
+from .parsing import PARSERS, UNPARSED
 
 CONF_SOURCES = ("vote", "letter", "verbal")
 
@@ -72,14 +72,25 @@ def _confidence(records: list[dict[str, Any]], src: str) -> dict[str, Any] | Non
     return out
 
 
+def _with_parsers(r: dict[str, Any]) -> dict[str, Any]:
+    return dict(r, parsed=r["pred"] != UNPARSED, parsed_strict=r["pred_strict"] != UNPARSED,
+                correct_strict=r["pred_strict"] == r["answer"])
+
+
 def summarise(records: list[dict[str, Any]], n_failed: int = 0, n_boot: int = 1000) -> dict[str, Any]:
     """All metrics of one label's records (MCQ records only; reasoning records are scored by the judge)."""
-    recs = [dict(r, parsed=r["pred"] != UNPARSED, parsed_strict=r["pred_strict"] != UNPARSED,
-                 correct_strict=r["pred_strict"] == r["answer"]) for r in records if r.get("kind", "mcq") == "mcq"]
+    mcq = [r for r in records if r.get("kind", "mcq") == "mcq"]
+    asked = [dict(r, covered=not r.get("abstained")) for r in mcq]
+    recs = [_with_parsers(r) for r in mcq if not r.get("abstained")]
+    coverage = {"n_abstained": len(mcq) - len(recs), "coverage": M.accuracy(r["covered"] for r in asked),
+                "coverage_by_level": _by(asked, "level_key", "covered") if asked else {},
+                "abstain_reasons": dict(Counter(str(r["abstained"]) for r in mcq if r.get("abstained")))}
     if not recs:
-        return {"n": 0, "n_failed": n_failed}
+        return {"n": 0, "n_failed": n_failed, **coverage}
+    parser = recs[0].get("parser") or "vlmevalkit"
     out: dict[str, Any] = {
-        "n": len(recs), "n_failed": n_failed, "n_base_items": len({r["base_id"] for r in recs}),
+        "n": len(recs), "n_failed": n_failed, "n_base_items": len({r["base_id"] for r in recs}), **coverage,
+        "parser": parser,
         "accuracy": M.accuracy(r["correct"] for r in recs),
         "accuracy_strict": M.accuracy(r["correct_strict"] for r in recs),
         "parse_rate": M.accuracy(r["parsed"] for r in recs),
@@ -87,6 +98,11 @@ def summarise(records: list[dict[str, Any]], n_failed: int = 0, n_boot: int = 10
         "parse_rate_by_level": _by(recs, "level_key", "parsed"),
         "parse_rate_strict_by_level": _by(recs, "level_key", "parsed_strict"),
         "accuracy_strict_by_level": _by(recs, "level_key", "correct_strict"),
+        "by_parser": {name: {"accuracy": M.accuracy(r["hits"][name] for r in recs),
+                             "parse_rate": M.accuracy(r["preds"][name] != UNPARSED for r in recs),
+                             "parse_rate_by_level": _by([dict(r, _p=r["preds"][name] != UNPARSED) for r in recs],
+                                                        "level_key", "_p")}
+                      for name in PARSERS if all(name in r.get("preds", {}) for r in recs)},
     }
     out["accuracy_by"] = {g: _by(recs, "level_key" if g == "level" else g) for g in M.GROUPS}
     out["accuracy_by_degradation_level"] = _two_way(recs, "degradation")

@@ -45,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--model", default="observer",
                        help="hf:PATH_OR_ID, vllm:ID, openai:MODEL@URL, observer (default), random or majority")
     model.add_argument("--template", default="medq-deg", help="prompt template: medq-deg, medq-bench or verbal")
+    model.add_argument("--parser", choices=("vlmevalkit", "cascade", "strict"), default="",
+                       help="answer parser that scores accuracy (default: vlmevalkit, the released MedQ-Deg "
+                            "evaluator, for the medq-deg template; cascade for the others); all three are reported")
     model.add_argument("--trials", type=int, default=0, help="T sampled answers per item for vote confidence")
     model.add_argument("--temperature", type=float, default=1.0, help="sampling temperature of the T trials")
     model.add_argument("--max-new-tokens", type=int, default=16)
@@ -177,7 +180,7 @@ def cmd_eval(a: argparse.Namespace) -> int:
             return 0
         decoding = Decoding(max_new_tokens=a.max_new_tokens, trials=a.trials, temperature=a.temperature,
                             letter_probs=not a.no_letter_probs)
-        common = dict(model=a.model, device=a.device, template=a.template, decoding=decoding,
+        common = dict(model=a.model, device=a.device, template=a.template, decoding=decoding, parser=a.parser,
                       model_batch_size=a.model_batch_size, label=a.label, progress=not a.no_progress,
                       judge=a.judge, n_boot=a.bootstrap, backend_options=_backend_options(a))
         if a.command == "run":

@@ -326,7 +326,9 @@ class Generator:
                "noise_hu": r["noise_hu"], "image": image,
                "shard": shard_rel, "key": key, "units": j.item.units, "window": list(j.item.window),
                "shape": list(j.item.shape), "spacing_mm": list(j.item.spacing_mm) if j.item.spacing_mm else None,
-               "meta": j.item.meta, **_qa_fields(j.item)}
+               "meta": j.item.meta}
+        for k, v in _qa_fields(j.item).items():      # a source's own "category" column never hides ours
+            row.setdefault(k, v)
         attrs = {"id": j.output_id, "modality": j.item.modality, "units": j.item.units,
                  "window": np.asarray(j.item.window, dtype=np.float64), "degradation": j.deg_name,
                  "level_key": j.level_key, "severity": j.severity, "seed": r["seed"],

@@ -16,6 +16,18 @@ from .items import MODALITIES
 from .severity import SeverityTable
 
 # MedQ-Deg's five categories, as written in the paper.
+# The MedQ-Deg project page names three types differently from the paper's Table 5 (and the released TSVs);
+# both spellings are accepted. ``exposure`` is also the name of our generic model: as a degradation name it
+# means that model everywhere; in a TSV's degradation_type it is read as the MedQ-Deg id.
+PROJECT_PAGE_IDS = {"object_rotation": "rotation_artifact", "object_movement": "random_motion_artifact",
+                    "exposure": "exposure_artifact"}
+
+
+def canonical_id(medq_deg_id: str) -> str:
+    """The paper's id for a MedQ-Deg type given in either spelling."""
+    return PROJECT_PAGE_IDS.get(medq_deg_id, medq_deg_id)
+
+
 CATEGORIES = {
     "artifacts": "Artifacts",
     "motion": "Motion interference",
@@ -173,6 +185,8 @@ class Registry:
         """The models ``name`` stands for (see ``Selection``); KeyError for an unknown name."""
         if name in self._items:
             return Selection(name, (self._items[name],))
+        if name not in self._aliases and canonical_id(name) in self._aliases:
+            return Selection(name, self.select(canonical_id(name)).models)
         if name not in self._aliases:
             raise KeyError(f"unknown degradation {name!r} (see `medq-synth list`)")
         models = [self._items[n] for n in self._aliases[name]]

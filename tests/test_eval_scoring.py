@@ -14,8 +14,8 @@ from medq_synth.eval import metrics as M
 from medq_synth.eval.confidence import expected_vote_confidence, letter_confidence, vote_confidence
 from medq_synth.eval.parsing import (
     UNPARSED,
+    parse_cascade,
     parse_judge_score,
-    parse_medq_deg,
     parse_strict,
     parse_verbal_confidence,
     parse_verdict,
@@ -29,7 +29,7 @@ from medq_synth.eval.parsing import (
     ("I cannot tell from this image.", UNPARSED, UNPARSED), ("", UNPARSED, UNPARSED), (None, UNPARSED, UNPARSED),
 ])
 def test_parsers(text, cascade, strict):
-    assert parse_medq_deg(text) == cascade
+    assert parse_cascade(text) == cascade
     assert parse_strict(text, "ABCD") == strict
 
 

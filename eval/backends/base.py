@@ -45,12 +45,15 @@ class Decoding:
 @dataclass
 class Reply:
     """One answer: the greedy text, T sampled texts when asked, letter probabilities where the backend gives
-    them (renormalised over the item's letters), or an error that keeps the query for a retry."""
+    them (renormalised over the item's letters), or an error that keeps the query for a retry. ``abstain``:
+    a baseline's reason for giving no answer (recorded, excluded from accuracy, counted in coverage)."""
 
     text: str | None = None
     samples: list[str] = field(default_factory=list)
     letter_probs: dict[str, float] | None = None
     error: str | None = None
+    abstain: str | None = None          # a baseline that cannot read the question: why (no answer given)
+    first_logprobs: dict[str, float] | None = None   # real log-probabilities of the first position's top tokens
 
 
 class Backend:

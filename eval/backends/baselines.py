@@ -118,12 +118,14 @@ def _sigmoid(x: float) -> float:
 
 class Observer(Backend):
     """Classical reader of the phantom questions (``meta['task']``: lesion_presence / lesion_count /
-    lesion_side). Other questions get a uniform guess, recorded as such."""
+    lesion_side). It abstains (no answer, recorded with the reason) on any other question, and on a side
+    question when it finds no lesion: a uniform guess with a tie-break would report "always A" as accuracy."""
 
     name = "observer"
     gives_letter_probs = True
 
-    def _probs(self, q: Query) -> dict[str, float]:
+    def _probs(self, q: Query) -> dict[str, float] | str:
+        """Letter probabilities, or the reason the observer cannot answer."""
         letters = q.letters
         task = q.meta.get("task")
         img = q.images[0].astype(np.float64).mean(axis=-1) / 255.0
@@ -144,7 +146,10 @@ class Observer(Backend):
             big = max(hits, key=lambda f: (f[3], f[2]))
             p_left = _sigmoid((w / 2 - big[0]) / (0.05 * w))
             return {"A": p_left, "B": 1.0 - p_left}
-        return {c: 1.0 / len(letters) for c in letters}
+        if task == "lesion_side" and letters == "AB":
+            return "no lesion found: the side cannot be read"
+        return (f"not a question the observer reads (task {task!r}, options {letters}; it reads the phantoms' "
+                "lesion presence, count and side questions)")
 
     def answer(self, queries: list[Query], decoding: Decoding) -> list[Reply]:
         out = []
@@ -153,6 +158,9 @@ class Observer(Backend):
                 out.append(Reply(error="the observer answers multiple-choice questions about one image only"))
                 continue
             probs = self._probs(q)
+            if isinstance(probs, str):
+                out.append(Reply(abstain=probs))
+                continue
             best = max(q.letters, key=lambda c: (probs[c], -q.letters.index(c)))
             out.append(_letter_reply(best, probs, decoding, q.key))
         return out
