@@ -101,7 +101,8 @@ def cmd_list() -> int:
         if d.table.description:
             print(f"    {d.table.description}")
         for p in d.table.params.values():
-            print(f"    {p.name}: L0 {p.identity:g}  L1 {p.L1:g}  L2 {p.L2:g}  ({p.unit}; {p.scale})")
+            floor = f"; at least {p.min_L1:g} / {p.min_L2:g} px" if p.min_L1 is not None else ""
+            print(f"    {p.name}: L0 {p.identity:g}  L1 {p.L1:g}  L2 {p.L2:g}  ({p.unit}; {p.scale}{floor})")
             print(f"        provenance: {p.provenance}")
     return 0
 

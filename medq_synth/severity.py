@@ -26,22 +26,34 @@ class ParamSpec:
     provenance: str
     scale: str = "linear"
     size_ref_px: float | None = None
+    # Floors of the scaled L1 / L2 anchors (same unit, in pixels of the image itself): pixel lengths shrink
+    # with the image, and below a pixel a blur or a motion is the identity on a small image.
+    min_L1: float | None = None
+    min_L2: float | None = None
+
+    def anchors(self, size_px: int | None = None) -> tuple[float, float, float]:
+        """(identity, L1, L2) for an image of ``size_px``: scaled by ``size_px / size_ref_px``, then floored."""
+        k = size_px / self.size_ref_px if self.size_ref_px and size_px else 1.0
+        l1, l2 = self.L1 * k, self.L2 * k
+        if self.min_L1 is not None:
+            l1 = max(l1, self.min_L1)
+        if self.min_L2 is not None:
+            l2 = max(l2, self.min_L2)
+        return self.identity * k, l1, l2
 
     def value(self, severity: float, size_px: int | None = None) -> float:
-        """The parameter at ``severity`` (in [0, 1]); pixel lengths are scaled to an image of ``size_px``."""
+        """The parameter at ``severity`` (in [0, 1]); pixel lengths are scaled to an image of ``size_px``,
+        and the L1 / L2 anchors floored (``min_L1`` / ``min_L2``) so that no level is the identity."""
         if not 0.0 <= severity <= 1.0:
             raise ValueError(f"severity {severity} is outside [0, 1]")
+        ident, l1, l2 = self.anchors(size_px)
         if severity <= 0.5:
-            a, b, t = self.identity, self.L1, severity / 0.5
+            a, b, t = ident, l1, severity / 0.5
         else:
-            a, b, t = self.L1, self.L2, (severity - 0.5) / 0.5
+            a, b, t = l1, l2, (severity - 0.5) / 0.5
         if self.scale == "log":
-            val = math.exp(math.log(a) + t * (math.log(b) - math.log(a)))
-        else:
-            val = a + t * (b - a)
-        if self.size_ref_px and size_px:
-            val *= size_px / self.size_ref_px
-        return val
+            return math.exp(math.log(a) + t * (math.log(b) - math.log(a)))
+        return a + t * (b - a)
 
 
 @dataclass(frozen=True)
@@ -70,9 +82,11 @@ def load_tables(text: str | None = None) -> dict[str, SeverityTable]:
         for pname, p in entry.get("params", {}).items():
             spec = ParamSpec(name=pname, unit=p["unit"], identity=float(p["identity"]), L1=float(p["L1"]),
                              L2=float(p["L2"]), provenance=p["provenance"], scale=p.get("scale", "linear"),
-                             size_ref_px=p.get("size_ref_px"))
+                             size_ref_px=p.get("size_ref_px"), min_L1=p.get("min_L1"), min_L2=p.get("min_L2"))
             if spec.scale not in ("linear", "log"):
                 raise ValueError(f"{name}.{pname}: unknown scale {spec.scale!r}")
+            if (spec.min_L1 is not None) != (spec.min_L2 is not None) or (spec.min_L1 or 0) > (spec.min_L2 or 0):
+                raise ValueError(f"{name}.{pname}: give both min_L1 <= min_L2, or neither")
             if spec.scale == "log" and min(spec.identity, spec.L1, spec.L2) <= 0:
                 raise ValueError(f"{name}.{pname}: log scale needs positive anchors")
             params[pname] = spec
