@@ -36,8 +36,9 @@ def _finish(out: Path, store: Store, setting: Setting, stats: LoopStats, extra: 
         from .judge import judge_records
 
         jb = _backend(judge, device)
-        judge_records(jb, [r for r in store.records.values() if r["label"] == setting.label])
+        failures = judge_records(jb, [r for r in store.records.values() if r["label"] == setting.label])
         store.rewrite()
+        store.error(failures)
     info = {"run": {**extra, "model": setting.model, "label": setting.label, "template": setting.template,
                     "decoding": asdict(setting.decoding), **stats.to_json()}}
     metrics = write_report(out, list(store.records.values()), store.unresolved(), [out], info, n_boot)
@@ -54,7 +55,8 @@ def run(out: str | Path, model: str | Backend = "observer", sources: list[str] |
         severities: tuple[float, ...] = (), seed: int = 0, device: str = "auto", batch_size: int = 16,
         limit: int | None = None, template: str = "medq-deg", decoding: Decoding | None = None,
         model_batch_size: int = 8, label: str | None = None, progress: bool = True, judge: str | None = None,
-        n_boot: int = 1000, backend_options: dict[str, Any] | None = None, parser: str = "") -> dict[str, Any]:
+        n_boot: int = 1000, backend_options: dict[str, Any] | None = None, parser: str = "",
+        modality: str | None = None) -> dict[str, Any]:
     """Degrade on ``device`` and answer in the same process (``medq-synth run``); returns metrics.json.
     ``backend_options`` go to the backend's constructor (hf: ``dtype``, ``processor_kwargs``)."""
     from medq_synth.engine import GenerateError, Generator
@@ -65,7 +67,7 @@ def run(out: str | Path, model: str | Backend = "observer", sources: list[str] |
         check_template(template)
         gen = Generator(sources or ["phantoms"], out, degradations=degradations, levels=levels,
                         severities=severities, seed=seed, device=device, batch_size=batch_size, limit=limit,
-                        progress=False)
+                        progress=False, modality=modality)
     except (GenerateError, ValueError) as e:
         raise EvalError(str(e)) from None
     backend = _backend(model, device, backend_options)

@@ -35,8 +35,9 @@ def compute(records: list[dict[str, Any]], unresolved: list[dict[str, Any]], n_b
             from .judge import judge_summary
 
             per[lab]["judge"] = judge_summary(judged)
-    data_errors = [e for e in unresolved if e.get("stage") != "model"]
-    return {"labels": per, "leaderboard_dke_inter": leaderboard(per), "n_data_errors": len(data_errors)}
+    data_errors = [e for e in unresolved if e.get("stage") not in ("model", "judge")]
+    return {"labels": per, "leaderboard_dke_inter": leaderboard(per), "n_data_errors": len(data_errors),
+            "n_judge_errors": sum(e.get("stage") == "judge" for e in unresolved)}
 
 
 def _plots(metrics: dict[str, Any], out: Path) -> list[tuple[str, str]]:

@@ -72,8 +72,13 @@ class Store:
         return list(seen.values())
 
     def unresolved(self) -> list[dict[str, Any]]:
-        """Errors not superseded by a later successful answer of the same key."""
-        return [e for e in self.errors() if not (e.get("key") and e["key"] in self.records)]
+        """Errors not superseded by a later successful answer of the same key (for the judge: of the axis)."""
+        def resolved(e: dict[str, Any]) -> bool:
+            rec = self.records.get(e.get("key") or "")
+            if e.get("stage") == "judge":
+                return rec is not None and e.get("axis") in (rec.get("judge") or {})
+            return rec is not None
+        return [e for e in self.errors() if not resolved(e)]
 
     def rewrite(self) -> None:
         """Write every record again (after judge scores were added), atomically."""

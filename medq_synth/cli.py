@@ -37,6 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--export-tsv", action="store_true", help="also write benchmark.tsv (VLMEvalKit format)")
     g.add_argument("--shard-items", type=int, default=16, help="source entries per shard (resume unit)")
     g.add_argument("--slices", default="middle", help="slice rule for volumes: middle, all or step:N")
+    g.add_argument("--modality", default=None,
+                   help="modality of files that record none (PNG, JPEG, .npy, NIfTI) outside a folder named after one")
     g.add_argument("--no-progress", action="store_true")
 
     sub.add_parser("list", help="list the registered degradations and their severity tables")
@@ -71,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--batch-size", type=int, default=16, help="degradation batch size")
     r.add_argument("--limit", type=int, default=None)
+    r.add_argument("--modality", default=None, help="as for generate")
 
     e = sub.add_parser("eval", parents=[model], help="evaluate a generate folder or a VLMEvalKit TSV")
     e.add_argument("--data", required=True, help="a folder written by generate, or a .tsv")
@@ -114,6 +117,7 @@ def cmd_generate(a: argparse.Namespace) -> int:
         s = generate(a.source or ["phantoms"], a.out, degradations=a.degradations, levels=a.levels,
                      severities=tuple(a.severity), seed=a.seed, device=a.device, batch_size=a.batch_size,
                      limit=a.limit, export_tsv=a.export_tsv, shard_items=a.shard_items, slice_rule=a.slices,
+                     modality=a.modality,
                      progress=not a.no_progress)
     except GenerateError as e:
         print(f"medq-synth generate: error: {e}", file=sys.stderr)
@@ -125,14 +129,28 @@ def cmd_generate(a: argparse.Namespace) -> int:
     if s.noise_hu:
         print("\nCT: std of the change in water-equivalent pixels (-100..100 HU), mean over items")
         print(s.noise_table())
-    if s.errors:
-        print(f"\n{len(s.errors)} errors (see {s.out / 'errors.jsonl'}):")
-        for e in s.errors[:20]:
-            print(f"  - {e.get('item') or e.get('degradation') or e.get('source')}: {e['reason']}")
-        if len(s.errors) > 20:
-            print(f"  ... and {len(s.errors) - 20} more")
+    _print_errors(s.errors, s.out / "errors.jsonl")
     print(f"\nmanifest: {s.out / 'manifest.jsonl'}\ncontact sheet: {s.out / 'contact_sheet.png'}")
-    return 0
+    return INTERNAL_ERROR if s.internal_errors else 0
+
+
+INTERNAL_ERROR = 3      # exit status of a run that finished but met bugs of ours (bad input alone exits 0)
+
+
+def _print_errors(errors: list[dict], path) -> None:
+    """Bad input (a clear reason; the run goes on) apart from internal errors (bugs: reported, exit 3)."""
+    bad = [e for e in errors if e.get("kind") != "internal" and e.get("stage") not in ("model", "judge")]
+    internal = [e for e in errors if e.get("kind") == "internal"]
+    for title, group in ((f"{len(bad)} bad inputs skipped", bad),
+                         (f"{len(internal)} INTERNAL ERRORS (bugs in medq-synth; please report them)", internal)):
+        if not group:
+            continue
+        print(f"\n{title} (see {path}):")
+        for e in group[:20]:
+            where = f" [{e['where']}]" if e.get("where") else ""
+            print(f"  - {e.get('item') or e.get('degradation') or e.get('source')}: {e['reason']}{where}")
+        if len(group) > 20:
+            print(f"  ... and {len(group) - 20} more")
 
 
 def _print_eval(metrics: dict, out: str) -> None:
@@ -146,6 +164,8 @@ def _print_eval(metrics: dict, out: str) -> None:
     for reason, n in (info.get("skipped") or {}).items():
         print(f"not asked: {n} outputs ({reason})")
     print(level_table(metrics))
+    if metrics.get("n_judge_errors"):
+        print(f"{metrics['n_judge_errors']} judge axes failed (recorded in {out}/errors.jsonl; a rerun asks again)")
     print(f"\npredictions: {out}/predictions.jsonl\nreport: {out}/report.md, {out}/report.html")
 
 
@@ -190,6 +210,7 @@ def cmd_eval(a: argparse.Namespace) -> int:
             try:
                 metrics = run(a.out, sources=a.source, degradations=a.degradations, levels=a.levels,
                               severities=tuple(a.severity), seed=a.seed, batch_size=a.batch_size, limit=a.limit,
+                              modality=a.modality,
                               **common)
             except GenerateError as e:
                 raise EvalError(str(e)) from None
@@ -199,7 +220,17 @@ def cmd_eval(a: argparse.Namespace) -> int:
         print(f"medq-synth {a.command}: error: {e}", file=sys.stderr)
         return 2
     _print_eval(metrics, a.out)
+    internal = [e for e in _errors(a.out) if e.get("kind") == "internal"]
+    if internal:
+        _print_errors(internal, f"{a.out}/errors.jsonl")
+        return INTERNAL_ERROR
     return 0
+
+
+def _errors(out: str) -> list[dict]:
+    from .eval.store import Store
+
+    return Store(out).unresolved()
 
 
 def cmd_serve(a: argparse.Namespace) -> int:

@@ -22,7 +22,7 @@ import torch
 from . import __version__
 from .degradations import REGISTRY
 from .display import png_bytes, to_uint8
-from .items import Item, ItemError, validate
+from .items import Item, ItemError, normalise_modality, validate
 from .metrics import psnr, ssim
 from .registry import Degradation, Selection, level_key
 from .seeding import output_seed, pattern_seed
@@ -79,12 +79,26 @@ class Summary:
             lines.append(f"{deg:<{width}}  " + "  ".join(f"{c.get(k, 0):>7}" for k in keys))
         return "\n".join(lines)
 
+    @property
+    def internal_errors(self) -> list[dict[str, Any]]:
+        """Errors that are bugs of ours, not bad input (``generate`` exits non-zero when there are any)."""
+        return [e for e in self.errors if e.get("kind") == "internal"]
+
     def to_json(self) -> dict[str, Any]:
         return {"out": str(self.out), "n_items": self.n_items, "n_outputs": self.n_outputs,
                 "counts": {d: dict(c) for d, c in self.counts.items()}, "n_errors": len(self.errors),
+                "n_internal_errors": len(self.internal_errors),
                 "elapsed_s": round(self.elapsed_s, 3), "resumed_shards": self.resumed_shards,
                 "items_per_s": round(self.n_items / self.elapsed_s, 3) if self.elapsed_s else None,
                 "noise_hu_water_equivalent": self.noise_hu}
+
+
+def _where(e: BaseException) -> str:
+    """file:line of the innermost frame of an unexpected exception (for the bug report)."""
+    import traceback
+
+    frames = traceback.extract_tb(e.__traceback__)
+    return f"{Path(frames[-1].filename).name}:{frames[-1].lineno} in {frames[-1].name}" if frames else "?"
 
 
 def resolve_device(device: str) -> torch.device:
@@ -169,7 +183,7 @@ class Generator:
                  levels: tuple[int, ...] = (0, 1, 2), severities: tuple[float, ...] = (), seed: int = 0,
                  device: str = "auto", batch_size: int = 16, limit: int | None = None,
                  export_tsv: bool = False, shard_items: int = 16, slice_rule: str = "middle",
-                 progress: bool = True) -> None:
+                 progress: bool = True, modality: str | None = None) -> None:
         if batch_size < 1 or shard_items < 1:
             raise GenerateError("--batch-size and --shard-items must be >= 1")
         bad_levels = [lv for lv in levels if lv not in LEVEL_SEVERITY]
@@ -186,6 +200,10 @@ class Generator:
         self.export_tsv, self.shard_items, self.slice_rule = export_tsv, int(shard_items), slice_rule
         self.device = resolve_device(device)
         self.progress = progress
+        try:        # the default modality of files that record none (``--modality``)
+            self.modality = normalise_modality(modality) if modality else None
+        except ItemError as e:
+            raise GenerateError(f"--modality: {e}") from None
         self.run_errors: list[dict[str, Any]] = []
         self.selections = self._resolve_degradations(degradations)
 
@@ -211,14 +229,15 @@ class Generator:
                 "degradations": [s.name for s in self.selections],
                 "levels": list(self.levels), "severities": list(self.severities), "seed": self.seed,
                 "limit": self.limit, "shard_items": self.shard_items, "slice_rule": self.slice_rule,
-                "device_type": self.device.type, "n_refs": len(refs)}
+                **({"modality": self.modality} if self.modality else {}), "device_type": self.device.type,
+                "n_refs": len(refs)}
 
     # -- sources ----------------------------------------------------------------------------------------
     def _open_sources(self) -> tuple[list[Source], list[Ref]]:
         sources, refs = [], []
         for spec in self.source_specs:
             try:
-                src = open_source(spec, self.slice_rule)
+                src = open_source(spec, self.slice_rule, self.modality)
             except ValueError as e:
                 self.run_errors.append({"stage": "source", "source": spec, "reason": str(e), "fatal": True})
                 continue
@@ -235,18 +254,18 @@ class Generator:
         try:
             items = by_name[ref.source].load(ref)
         except ItemError as e:
-            return [], [{"stage": "load", "source": ref.source, "item": f"{ref.source}/{ref.key}", "reason": str(e),
-                         "shard": shard}]
-        except Exception as e:  # a reader bug must not stop the run: record it with its type
-            return [], [{"stage": "load", "source": ref.source, "item": f"{ref.source}/{ref.key}",
-                         "reason": f"unexpected {type(e).__name__}: {e}", "shard": shard}]
+            return [], [{"stage": "load", "kind": "input", "source": ref.source, "item": f"{ref.source}/{ref.key}",
+                         "reason": str(e), "shard": shard}]
+        except Exception as e:  # a reader bug must not stop the run: recorded as internal, the run exits non-zero
+            return [], [{"stage": "load", "kind": "internal", "source": ref.source, "item": f"{ref.source}/{ref.key}",
+                         "reason": f"unexpected {type(e).__name__}: {e}", "where": _where(e), "shard": shard}]
         good, errs = [], []
         for it in items:
             try:
                 good.append(validate(it))
             except ItemError as e:
-                errs.append({"stage": "validate", "source": ref.source, "item": it.id, "reason": str(e),
-                             "shard": shard})
+                errs.append({"stage": "validate", "kind": "input", "source": ref.source, "item": it.id,
+                             "reason": str(e), "shard": shard})
         return good, errs
 
     def _jobs(self, items: list[Item]) -> list[Job]:
@@ -308,9 +327,14 @@ class Generator:
             if len(jobs) > 1:       # isolate the failing item(s): one at a time gives the same numbers
                 return [r for j in jobs for r in self._run_group([j], shard, errors)]
             j = jobs[0]
-            errors.append({"stage": "degrade", "source": j.item.source, "item": j.item.id,
-                           "degradation": j.deg_name, "level": j.level_key,
-                           "reason": f"{type(e).__name__}: {e}", "shard": shard})
+            # ItemError: this input does not suit the model (bad input); anything else is a bug of ours
+            kind = "input" if isinstance(e, ItemError) else "internal"
+            entry = {"stage": "degrade", "kind": kind, "source": j.item.source, "item": j.item.id,
+                     "degradation": j.deg_name, "level": j.level_key, "reason": f"{type(e).__name__}: {e}",
+                     "shard": shard}
+            if kind == "internal":
+                entry["where"] = _where(e)
+            errors.append(entry)
             return []
 
     def _row(self, r: dict[str, Any], shard_rel: str) -> tuple[dict[str, Any], dict[str, Any], str]:

@@ -105,7 +105,8 @@ def test_each_bad_input_is_reported_and_valid_items_complete(bad_inputs, tmp_pat
     assert reason_for("no_such_degradation").startswith("unknown degradation 'no_such_degradation'")
     assert "no 'answer' column" in reason_for("noanswer.tsv")
     assert "no 'image' or 'image_path' column" in reason_for("noimage.tsv")
-    assert "errors (see" in r.stdout and "DICOM has no pixel data" in r.stdout
+    assert "bad inputs skipped (see" in r.stdout and "DICOM has no pixel data" in r.stdout
+    assert "INTERNAL" not in r.stdout and r.returncode == 0
 
     rows = read_rows(out)
     done = {row["source_id"] for row in rows}
@@ -138,3 +139,38 @@ def test_volume_slice_rules(bad_inputs, tmp_path):
                  slice_rule="step:2", device="cpu", progress=False)
     assert s.n_items == 3
     assert sorted(r["source_id"] for r in read_rows(tmp_path)) == [f"mri/brain.nii.gz#z{k}" for k in (0, 2, 4)]
+
+
+def test_internal_errors_are_not_bad_input(tmp_path, monkeypatch, capsys):
+    """A corrupt file is bad input (reason, exit 0); an unexpected exception inside a degradation is a bug:
+    recorded as internal, listed apart, exit status 3, while the other outputs are still written."""
+    from medq_synth.cli import INTERNAL_ERROR, main
+    from medq_synth.physics import generic
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "ok.png").write_bytes(_png(_grey()))
+    (src / "corrupt.png").write_bytes(b"\x89PNG not really")
+    args = ["generate", "--source", str(src), "--modality", "mri", "--degradations", "gaussian_blur,gaussian_noise",
+            "--device", "cpu", "--no-progress"]
+    assert main([*args, "--out", str(tmp_path / "a")]) == 0
+    errs = [json.loads(x) for x in (tmp_path / "a/errors.jsonl").read_text().splitlines()]
+    assert [e["kind"] for e in errs] == ["input"]
+
+    def broken(v, sigma_px):
+        raise IndexError("an off-by-one of ours")
+
+    monkeypatch.setattr(generic, "gaussian_blur", broken)
+    capsys.readouterr()
+    assert main([*args, "--out", str(tmp_path / "b")]) == INTERNAL_ERROR
+    printed = capsys.readouterr().out
+    assert "1 bad inputs skipped" in printed and "2 INTERNAL ERRORS" in printed and "off-by-one" in printed
+    errs = [json.loads(x) for x in (tmp_path / "b/errors.jsonl").read_text().splitlines()]
+    internal = [e for e in errs if e["kind"] == "internal"]
+    assert len(internal) == 2 and {e["level"] for e in internal} == {"L1", "L2"}
+    assert all("test_bad_input.py" in e["where"] for e in internal)
+    rows = read_rows(tmp_path / "b")
+    assert {(r["degradation"], r["level"]) for r in rows} == {("none", 0), ("gaussian_noise", 1), ("gaussian_noise", 2)}
+    # the same bug under `run`: answers for what could be made, and a non-zero exit
+    assert main(["run", "--source", "phantoms:1", "--out", str(tmp_path / "c"), "--degradations", "gaussian_blur",
+                 "--device", "cpu", "--no-progress", "--bootstrap", "20", "--model", "random"]) == INTERNAL_ERROR

@@ -88,3 +88,47 @@ def test_eval_reasoning_tsv_with_judge(tmp_path):
     m = evaluate_data(desc, tmp_path / "out", model=Describer(), judge=ScriptedJudge(), progress=False)
     j = m["labels"]["describer"]["judge"]
     assert j["n"] == 3 and j["completeness"] == 2.0 and j["quality_rule"] == 1.0 and j["overall"] == 4.5
+
+
+class FlakyJudge(Backend):
+    """Raises on the first ``outages`` calls, then returns one reply too few, then grades everything."""
+
+    name = "flaky"
+
+    def __init__(self, outages: int) -> None:
+        self.calls, self.outages = 0, outages
+
+    def answer(self, queries, decoding):
+        self.calls += 1
+        if self.calls <= self.outages:
+            raise ConnectionError("judge unreachable")
+        if self.calls == self.outages + 1:
+            return [Reply(text="Score: 2") for _ in queries[:-1]]
+        return [Reply(text="Score: 1") for _ in queries]
+
+
+def test_judge_failures_are_recorded_and_asked_again_next_run():
+    recs = [{"key": "k", "output_id": "o", "kind": "description", "response": "Overall, the quality of this image "
+             "is good.", "reference": "Overall, the quality of this image is good."}]
+    failures = judge_records(FlakyJudge(outages=3), recs)          # every attempt of this run fails
+    assert {f["axis"] for f in failures} == set(AXES) and all(f["stage"] == "judge" for f in failures)
+    assert all("judge unreachable" in f["reason"] for f in failures)
+    assert not set(AXES) & set(recs[0]["judge"])                    # open, not scored None
+    judge = FlakyJudge(outages=0)                                   # next run: one reply missing, then all
+    assert judge_records(judge, recs, batch_size=8) == []
+    assert [recs[0]["judge"][a] for a in AXES] == [2.0, 2.0, 2.0, 1.0]
+    assert judge_records(FlakyJudge(outages=9), recs) == [] and recs[0]["judge"]["completeness"] == 2.0
+
+
+def test_judge_errors_reach_errors_jsonl_and_resolve(tmp_path):
+    from medq_synth.eval.store import Store
+
+    store = Store(tmp_path)
+    store.add([{"key": "k", "output_id": "o", "kind": "description", "response": "x", "reference": "y"}])
+    store.error(judge_records(FlakyJudge(outages=3), list(store.records.values())))
+    store.rewrite()
+    assert len(Store(tmp_path).unresolved()) == len(AXES)
+    again = Store(tmp_path)
+    judge_records(FlakyJudge(outages=0), list(again.records.values()))
+    again.rewrite()
+    assert Store(tmp_path).unresolved() == []

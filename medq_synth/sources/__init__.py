@@ -36,6 +36,7 @@ class Source:
     name: str
     spec: str
     slice_rule: str = "middle"
+    default_modality: str | None = None      # --modality: for files that record none
     notes: list[dict[str, Any]] = field(default_factory=list)   # source-level problems, for errors.jsonl
 
     def refs(self) -> list[Ref]:
@@ -198,7 +199,7 @@ class ManifestSource(Source):
             raise ItemError(f"line {line_no}: no 'image', 'path' or 'image_path' field")
         path = Path(rel) if Path(rel).is_absolute() else self.path.parent / rel
         modality = row.get("modality") or None
-        rows = read_file(path, modality, self.slice_rule)
+        rows = read_file(path, modality, self.slice_rule, self.default_modality)
         base = f"{self.name}/{row['id']}" if row.get("id") else f"{self.name}/{Path(rel).as_posix()}"
         return to_items(rows, base, self.name, qa=_qa_from_row(row), meta={"file": str(rel)})
 
@@ -242,12 +243,13 @@ class FolderSource(Source):
 
     def load(self, ref: Ref) -> list[Item]:
         path: Path = ref.payload
-        rows = read_file(path, self._modality(path), self.slice_rule)
+        rows = read_file(path, self._modality(path), self.slice_rule, self.default_modality)
         return to_items(rows, f"{self.name}/{ref.key}", self.name, meta={"file": ref.key})
 
 
-def open_source(spec: str, slice_rule: str = "middle") -> Source:
-    """A Source for one ``--source`` argument; raises ValueError when the argument fits no kind of source."""
+def open_source(spec: str, slice_rule: str = "middle", modality: str | None = None) -> Source:
+    """A Source for one ``--source`` argument; raises ValueError when the argument fits no kind of source.
+    ``modality``: the default for folder and manifest files that record none (``--modality``)."""
     if spec == "phantoms" or spec.startswith("phantoms:"):
         n = int(spec.split(":", 1)[1]) if ":" in spec else 6
         if n < 0:
@@ -268,4 +270,5 @@ def open_source(spec: str, slice_rule: str = "middle") -> Source:
         else:
             raise ValueError(f"source {spec!r} is not 'phantoms', a .tsv, a .jsonl/.csv manifest or a folder")
     src.slice_rule = slice_rule
+    src.default_modality = normalise_modality(modality) if modality else None
     return src

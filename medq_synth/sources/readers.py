@@ -89,7 +89,7 @@ def read_raster(data: bytes | Path, modality: str) -> list[dict[str, Any]]:
     return [from_display(arr, modality, top)]
 
 
-def read_dicom(path: Path, modality: str | None, rule: str) -> list[dict[str, Any]]:
+def read_dicom(path: Path, modality: str | None, rule: str, default: str | None = None) -> list[dict[str, Any]]:
     import pydicom
 
     try:
@@ -102,7 +102,7 @@ def read_dicom(path: Path, modality: str | None, rule: str) -> list[dict[str, An
         arr = ds.pixel_array.astype(np.float64)
     except Exception as e:
         raise ItemError(f"cannot decode DICOM pixel data: {e}") from None
-    mod = normalise_modality(modality or getattr(ds, "Modality", "") or "unknown")
+    mod = normalise_modality(modality or getattr(ds, "Modality", "") or default or "unknown")
     photometric = str(getattr(ds, "PhotometricInterpretation", "MONOCHROME2"))
     frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
     colour = photometric in ("RGB", "YBR_FULL", "YBR_FULL_422") or (arr.ndim >= 3 and arr.shape[-1] == 3 and
@@ -197,20 +197,23 @@ def read_npy(path: Path, modality: str) -> list[dict[str, Any]]:
     return [{"image": img, "modality": modality, "meta": {}, **d}]
 
 
-def read_file(path: Path, modality: str | None, rule: str) -> list[dict[str, Any]]:
-    """Read one file into item fields (image, units, window, background, modality, spacing_mm, meta)."""
+def read_file(path: Path, modality: str | None, rule: str, default: str | None = None) -> list[dict[str, Any]]:
+    """Read one file into item fields (image, units, window, background, modality, spacing_mm, meta).
+    ``modality`` (a folder name, a manifest field) overrides the file's own; ``default`` (``--modality``)
+    applies only where neither the file nor ``modality`` gives one."""
     kind = file_kind(path)
     if not path.exists():
         raise ItemError(f"file not found: {path}")
     if kind == "dicom":
-        return read_dicom(path, modality, rule)
+        return read_dicom(path, modality, rule, default)
     if kind == "fastmri":
         from .fastmri import read_fastmri
 
         return read_fastmri(path, rule)
+    modality = modality or default
     if modality is None:
-        raise ItemError("no modality: the file format records none; name a parent folder after the modality "
-                        "(ct/, mri/, xray/ ...) or give a 'modality' field in a manifest")
+        raise ItemError("no modality: the file format records none; pass --modality NAME, name a parent folder "
+                        "after the modality (ct/, mri/, xray/ ...) or give a 'modality' field in a manifest")
     mod = normalise_modality(modality)
     if kind == "nifti":
         rows = read_nifti(path, mod, rule)
