@@ -110,27 +110,92 @@ def read_dicom(path: Path, modality: str | None, rule: str, default: str | None 
     if colour:
         stack = arr if frames > 1 else arr[None]
         return [_dicom_display(s, mod, ds, rule, i, frames) for i, s in _pick(stack, rule)]
-    slope = float(getattr(ds, "RescaleSlope", 1) or 1)
-    intercept = float(getattr(ds, "RescaleIntercept", 0) or 0)
-    phys = arr * slope + intercept
-    if photometric == "MONOCHROME1":
-        phys = phys.max() - phys + phys.min()
+    from pydicom.pixels import apply_modality_lut
+
+    # Modality LUT (rescale slope / intercept, or a Modality LUT Sequence) through pydicom: stored values ->
+    # physical units (HU for CT); no per-image normalisation.
+    phys = np.asarray(apply_modality_lut(arr, ds), dtype=np.float64)
+    meta0: dict[str, Any] = {"modality_lut": "ModalityLUTSequence" if "ModalityLUTSequence" in ds else
+                             "rescale" if "RescaleSlope" in ds or "RescaleIntercept" in ds else "identity"}
+    if "RescaleSlope" in ds or "RescaleIntercept" in ds:
+        meta0["rescale"] = [float(getattr(ds, "RescaleSlope", 1) or 1), float(getattr(ds, "RescaleIntercept", 0) or 0)]
+    units_hu = mod == "ct"
+    voi, baked = _dicom_voi(ds, phys, units_hu)
+    if baked is not None:
+        phys = baked
+    if photometric == "MONOCHROME1" and baked is None and not units_hu:
+        # MONOCHROME1 shows low values bright: negate (a fixed map, not a per-image one) and swap the window
+        phys = -phys
+        voi = None if voi is None else (-voi[1], -voi[0])
+        meta0["photometric"] = "MONOCHROME1: values negated so that high is bright"
+    elif photometric == "MONOCHROME1":
+        meta0["photometric"] = "MONOCHROME1: displayed inverted" if baked is not None else \
+            "MONOCHROME1: HU kept, displayed as MONOCHROME2"
     stack = phys if frames > 1 else phys[None]
     spacing = getattr(ds, "PixelSpacing", None)
     spacing_mm = (float(spacing[0]), float(spacing[1])) if spacing is not None else None
-    win = _dicom_window(ds)
     out = []
     for i, s in _pick(stack, rule):
-        d = physical_defaults(mod, s)
-        meta: dict[str, Any] = {"slice_rule": rule, "slice_index": i, "n_slices": frames,
-                                "rescale": [slope, intercept]}
-        if win is not None:
-            d["window"] = win
-            meta["window_from"] = "DICOM WindowCenter/WindowWidth"
+        if baked is not None:
+            d = {"units": "display", "window": (0.0, 1.0), "background": 0.0}
+        else:
+            d = physical_defaults(mod, s)
+        meta: dict[str, Any] = {"slice_rule": rule, "slice_index": i, "n_slices": frames, **meta0}
+        if baked is not None:
+            meta["window_from"] = voi_label(ds) + " applied through pydicom (display units)"
+        elif voi is not None:
+            d["window"] = voi
+            meta["window_from"] = voi_label(ds)
         else:
             meta["window_from"] = "default soft tissue (C 40, W 400 HU)" if mod == "ct" else "0.5/99.5 percentiles"
         out.append({"image": as_chw(s), "modality": mod, "spacing_mm": spacing_mm, "meta": meta, **d})
     return out
+
+
+def voi_label(ds: Any) -> str:
+    if "VOILUTSequence" in ds:
+        return "DICOM VOI LUT Sequence"
+    return f"DICOM WindowCenter/WindowWidth ({str(getattr(ds, 'VOILUTFunction', 'LINEAR')).upper()})"
+
+
+def _dicom_voi(ds: Any, phys: np.ndarray, units_hu: bool) -> tuple[tuple[float, float] | None, np.ndarray | None]:
+    """The display window of a DICOM (first preset), or, for a VOI that no window can express (a VOI LUT
+    Sequence, a SIGMOID window) on a non-HU image, the image passed through pydicom's ``apply_voi_lut`` and
+    scaled to [0, 1]. Returns (window, baked image)."""
+    from pydicom.pixels import apply_voi_lut
+
+    function = str(getattr(ds, "VOILUTFunction", "LINEAR") or "LINEAR").upper()
+    has_window = "WindowCenter" in ds and "WindowWidth" in ds
+    if "VOILUTSequence" in ds or (has_window and function == "SIGMOID"):
+        if not units_hu:
+            out = np.asarray(apply_voi_lut(phys, ds, index=0, prefer_lut=True), dtype=np.float64)
+            if "VOILUTSequence" in ds:
+                top = 2.0 ** int(ds.VOILUTSequence[0].LUTDescriptor[2]) - 1.0
+                lo, hi = 0.0, top
+            else:          # the sigmoid's own output range: its values at the far ends of the input
+                ends = np.asarray(apply_voi_lut(np.array([-1e12, 1e12]), ds, index=0), dtype=np.float64)
+                lo, hi = float(ends.min()), float(ends.max())
+            baked = (out - lo) / (hi - lo)
+            if str(getattr(ds, "PhotometricInterpretation", "")) == "MONOCHROME1":
+                baked = 1.0 - baked
+            return None, baked
+        if "VOILUTSequence" in ds:      # HU stay HU: the LUT's input range as a linear window
+            desc = ds.VOILUTSequence[0].LUTDescriptor
+            first = float(desc[1])
+            n = float(desc[0] or 65536)
+            return (first, first + n - 1.0), None
+    if not has_window:
+        return None, None
+    from pydicom.multival import MultiValue
+
+    c, w = (float(t[0]) if isinstance(t, (MultiValue, list, tuple)) else float(t)
+            for t in (ds.WindowCenter, ds.WindowWidth))
+    if function == "LINEAR_EXACT":
+        return ((c - w / 2, c + w / 2) if w > 0 else None), None
+    if w < 1:
+        return None, None
+    # PS3.3 C.11.2.1.2.1 (LINEAR): x <= c - 0.5 - (w - 1) / 2 is black, x > c - 0.5 + (w - 1) / 2 is white
+    return (c - 0.5 - (w - 1) / 2, c - 0.5 + (w - 1) / 2), None
 
 
 def _dicom_display(s: np.ndarray, mod: str, ds: Any, rule: str, i: int, frames: int) -> dict[str, Any]:
@@ -141,46 +206,41 @@ def _dicom_display(s: np.ndarray, mod: str, ds: Any, rule: str, i: int, frames: 
     return d
 
 
-def _dicom_window(ds: Any) -> tuple[float, float] | None:
-    c, w = getattr(ds, "WindowCenter", None), getattr(ds, "WindowWidth", None)
-    if c is None or w is None:
-        return None
-    from pydicom.multival import MultiValue
-
-    # Multi-valued window elements list several presets: take the first.
-    c, w = (float(t[0]) if isinstance(t, (MultiValue, list, tuple)) else float(t) for t in (c, w))
-    if w <= 0:
-        return None
-    return (c - w / 2, c + w / 2)
-
-
 def _pick(stack: np.ndarray, rule: str) -> list[tuple[int, np.ndarray]]:
     return [(i, stack[i]) for i in slice_indices(stack.shape[0], rule)]
 
 
 def read_nifti(path: Path, modality: str, rule: str) -> list[dict[str, Any]]:
+    """A NIfTI volume through nibabel: reoriented to the closest canonical (RAS+) orientation first (LPS, LAS or
+    permuted volumes all come out the same way; oblique ones to their nearest axes, as nibabel defines), then
+    axial slices along z shown the radiological way, like DICOM: anterior up, the patient's right on the left."""
     import nibabel as nib
 
     try:
         img = nib.load(str(path))
+        axcodes = "".join(nib.aff2axcodes(img.affine))
+        img = nib.as_closest_canonical(img)
         data = np.asarray(img.dataobj, dtype=np.float64)
     except Exception as e:
         raise ItemError(f"cannot read NIfTI: {e}") from None
-    data = np.squeeze(data)
+    while data.ndim > 3 and data.shape[-1] == 1:       # singleton time / component axes
+        data = data[..., 0]
     if data.ndim == 2:
         data = data[..., None]
     if data.ndim != 3:
-        raise ItemError(f"NIfTI has {data.ndim} dimensions after squeezing; 2 or 3 are supported")
+        raise ItemError(f"NIfTI has {data.ndim} dimensions; 2-D and 3-D images are supported")
     zooms = img.header.get_zooms()
-    spacing_mm = (float(zooms[0]), float(zooms[1])) if len(zooms) >= 2 else None
+    # display rows run along y (anterior-posterior), columns along x: PixelSpacing order (row, column)
+    spacing_mm = (float(zooms[1]), float(zooms[0])) if len(zooms) >= 2 else None
     out = []
     for k in slice_indices(data.shape[2], rule):
-        # NIfTI stores (x, y, z); transpose so rows run along y for display.
-        s = data[:, :, k].T[::-1].copy()
+        s = data[::-1, ::-1, k].T.copy()        # RAS: row 0 = most anterior, column 0 = most right
         d = physical_defaults(modality, s)
         out.append({"image": as_chw(s), "modality": modality, "spacing_mm": spacing_mm,
                     "meta": {"slice_rule": rule, "slice_index": k, "n_slices": data.shape[2],
-                             "slice_axis": "last (z)"}, **d})
+                             "slice_axis": "z (inferior to superior)", "orientation_on_disk": axcodes,
+                             "display": "RAS canonical; radiological (anterior up, patient right on the left)"},
+                    **d})
     return out
 
 
