@@ -2,15 +2,14 @@
 
 For local checks and tests of the ``openai`` backend against a real HTTP round trip (for example serving a
 tiny random model, or the observer); not a production server: one request at a time, no streaming.
-``top_logprobs`` of the first position are the option letters A-E (renormalised over them), which is all
-the ``openai`` backend reads."""
+``logprobs`` are the backend's real first-position log-probabilities (``Reply.first_logprobs``: the whole
+vocabulary's top tokens for hf and vLLM, the letters for the baselines), or null when it has none."""
 
 from __future__ import annotations
 
 import base64
 import io
 import json
-import math
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -53,12 +52,14 @@ def parse_request(body: dict[str, Any]) -> tuple[Query, Decoding, int]:
     return Query(key=f"req-{seed}", images=images, prompt="\n".join(texts), letters="ABCDE", seed=seed), decoding, n
 
 
-def _choice(index: int, text: str, probs: dict[str, float] | None) -> dict[str, Any]:
+def _choice(index: int, text: str, top: list[tuple[str, float]] | None, k: int) -> dict[str, Any]:
+    """One choice; ``logprobs`` carries the backend's real first-position log-probabilities (the greedy token
+    is the most likely one), or is null when the backend has none: nothing is made up."""
     choice: dict[str, Any] = {"index": index, "message": {"role": "assistant", "content": text},
-                              "finish_reason": "stop"}
-    if probs is not None:
-        top = [{"token": c, "logprob": math.log(p) if p > 0 else -1e9} for c, p in probs.items()]
-        choice["logprobs"] = {"content": [{"token": text[:1], "logprob": 0.0, "top_logprobs": top}]}
+                              "finish_reason": "stop", "logprobs": None}
+    if top:
+        alts = [{"token": t, "logprob": lp} for t, lp in top[:max(k, 1)]]
+        choice["logprobs"] = {"content": [{"token": top[0][0], "logprob": top[0][1], "top_logprobs": alts}]}
     return choice
 
 
@@ -99,8 +100,9 @@ def make_server(backend: Backend, host: str = "127.0.0.1", port: int = 0) -> Thr
                 self._send(500, {"error": {"message": reply.error}})
                 return
             texts = reply.samples if decoding.trials else [reply.text or ""] * n
-            choices = [_choice(i, t, reply.letter_probs if i == 0 and not decoding.trials else None)
-                       for i, t in enumerate(texts)]
+            k = int(body.get("top_logprobs") or 0)
+            choices = [_choice(i, t, reply.first_logprobs if i == 0 and not decoding.trials and decoding.letter_probs
+                               else None, k) for i, t in enumerate(texts)]
             self._send(200, {"id": f"cmpl-{query.seed}", "object": "chat.completion", "created": int(time.time()),
                              "model": body.get("model", backend.name), "choices": choices})
 

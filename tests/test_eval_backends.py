@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 import threading
 import types
@@ -11,17 +12,19 @@ import numpy as np
 import pytest
 import torch
 
-from medq_synth.eval.backends import BackendError, Decoding, Query, Reply, load_backend
+from medq_synth.eval.backends import Backend, BackendError, Decoding, Query, Reply, load_backend
+from medq_synth.eval.backends.openai import data_url
 from medq_synth.eval.sampling import gumbel, hash_uniform
 
 from . import tiny_vlm
 
-pytest.importorskip("transformers")
 KINDS = ("qwen2_vl", "llava", "idefics3")
 
 
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory) -> dict[str, Path]:
+    """Only the tests that build a model need transformers; the rest of the module runs without it."""
+    pytest.importorskip("transformers")
     root = tmp_path_factory.mktemp("tiny_models")
     return {k: tiny_vlm.build(k, root / k) for k in KINDS}
 
@@ -213,8 +216,50 @@ def test_openai_backend_against_served_tiny_model(served):
     local = direct.answer(qs, Decoding(max_new_tokens=4))
     for q, h, d in zip(qs, over_http, local, strict=True):
         assert h.error is None and h.text == d.text and len(h.samples) == 2
-        # PNG data URLs are lossless, so the served letter probabilities equal the direct ones
-        assert max(abs(h.letter_probs[c] - d.letter_probs[c]) for c in q.letters) < 1e-5
+        # PNG data URLs are lossless: the served top-20 are the model's own log-probabilities, and the letter
+        # probabilities over HTTP are the letters' share of them (all an OpenAI-style server can give)
+        assert d.first_logprobs and len(d.first_logprobs) == 20
+        mass = {c: sum(math.exp(lp) for t, lp in d.first_logprobs if t.strip().upper() == c) for c in q.letters}
+        if sum(mass.values()) > 0:
+            assert max(abs(h.letter_probs[c] - mass[c] / sum(mass.values())) for c in q.letters) < 1e-5
+        else:
+            assert h.letter_probs is None
+
+
+def test_served_logprobs_are_real_or_absent():
+    """`serve` returns the backend's own log-probabilities (the observer's letter distribution; the greedy
+    token is the most likely), and null for a backend that has none - never a made-up 0.0."""
+    import json
+    import urllib.request
+
+    from medq_synth.eval.server import make_server
+
+    class NoLogprobs(Backend):
+        name = "plain"
+
+        def answer(self, queries, decoding):
+            return [Reply(text="B") for _ in queries]
+
+    def post(backend) -> dict:
+        server = make_server(backend)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        img = data_url(np.full((64, 64, 3), 40, np.uint8))
+        body = {"model": "m", "logprobs": True, "top_logprobs": 5, "messages": [{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": img}}, {"type": "text", "text": "Which? A. x B. y"}]}]}
+        req = urllib.request.Request(f"http://127.0.0.1:{server.server_address[1]}/v1/chat/completions",
+                                     data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=30) as resp:
+                return json.loads(resp.read())["choices"][0]
+        finally:
+            server.shutdown()
+            server.server_close()
+
+    choice = post(load_backend("random"))
+    first = choice["logprobs"]["content"][0]
+    assert first["logprob"] == pytest.approx(math.log(1 / 5)) and first["token"] in "ABCDE"
+    assert sorted(t["token"] for t in first["top_logprobs"]) == list("ABCDE")
+    assert post(NoLogprobs())["logprobs"] is None
 
 
 def test_openai_unreachable_and_garbage_servers():
@@ -224,8 +269,7 @@ def test_openai_unreachable_and_garbage_servers():
     with socket.socket() as s:                       # a port with nothing listening
         s.bind(("127.0.0.1", 0))
         dead = s.getsockname()[1]
-    b = load_backend(f"openai:m@http://127.0.0.1:{dead}/v1")
-    b.backoff_s, b.retries = 0.01, 2
+    b = load_backend(f"openai:m@http://127.0.0.1:{dead}/v1", retries=2)
     r = b.answer(_queries(1), Decoding())[0]
     assert r.error and "cannot reach" in r.error and "after 3 attempt(s)" in r.error
 
@@ -253,10 +297,48 @@ def test_openai_unreachable_and_garbage_servers():
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     try:
         b = load_backend(f"openai:m@http://127.0.0.1:{srv.server_address[1]}/v1", concurrency=1)
-        b.backoff_s = 0.01
         first, second = b.answer(_queries(1), Decoding()), b.answer(_queries(1), Decoding())
         assert first[0].text == "The answer is B" and first[0].letter_probs is None and hits["n"] == 3
         assert second[0].error and "malformed response" in second[0].error
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+def test_openai_backend_honours_retry_after():
+    """A 429 with Retry-After: 2 is retried after two seconds (the SDK's back-off alone would wait ~0.5 s)."""
+    import time
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    stamps: list[float] = []
+
+    class Limited(BaseHTTPRequestHandler):
+        def log_message(self, *a):
+            pass
+
+        def do_POST(self):
+            stamps.append(time.monotonic())
+            self.rfile.read(int(self.headers["Content-Length"]))
+            if len(stamps) == 1:
+                body, code, extra = b'{"error": {"message": "rate limited"}}', 429, {"Retry-After": "2"}
+            else:
+                body, code, extra = b'{"choices": [{"index": 0, "message": {"role": "assistant", "content": "C"}}]}', \
+                    200, {}
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            for k, v in extra.items():
+                self.send_header(k, v)
+            self.end_headers()
+            self.wfile.write(body)
+
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), Limited)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        b = load_backend(f"openai:m@http://127.0.0.1:{srv.server_address[1]}/v1", concurrency=1)
+        r = b.answer(_queries(1), Decoding(letter_probs=False))[0]
+        assert r.error is None and r.text == "C" and len(stamps) == 2
+        assert stamps[1] - stamps[0] >= 1.9
     finally:
         srv.shutdown()
         srv.server_close()

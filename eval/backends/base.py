@@ -53,7 +53,9 @@ class Reply:
     letter_probs: dict[str, float] | None = None
     error: str | None = None
     abstain: str | None = None          # a baseline that cannot read the question: why (no answer given)
-    first_logprobs: dict[str, float] | None = None   # real log-probabilities of the first position's top tokens
+    # the first generated position's most likely tokens with their real log-probabilities, most likely first
+    # (what ``medq-synth serve`` returns as ``top_logprobs``; None when the backend has none)
+    first_logprobs: list[tuple[str, float]] | None = None
 
 
 class Backend:

@@ -34,7 +34,10 @@ def _letter_reply(letter: str, probs: dict[str, float], decoding: Decoding, key:
         cdf = np.cumsum(p)
         samples = [letters[min(int(np.searchsorted(cdf, _unit(key, f"trial{t}"))), len(letters) - 1)]
                    for t in range(decoding.trials)]
-    return Reply(text=letter, samples=samples, letter_probs=probs if decoding.letter_probs else None)
+    # a baseline's whole output distribution is over the letters: these are its real log-probabilities
+    top = sorted(((c, math.log(p)) for c, p in probs.items() if p > 0), key=lambda t: -t[1])
+    return Reply(text=letter, samples=samples, letter_probs=probs if decoding.letter_probs else None,
+                 first_logprobs=top if decoding.letter_probs else None)
 
 
 class RandomBaseline(Backend):

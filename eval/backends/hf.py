@@ -102,6 +102,12 @@ class HFBackend(Backend):
         p = torch.softmax(first_logits.float(), dim=-1).cpu()
         return renormalise({c: float(p[self.letter_ids[c]].sum()) for c in letters}, letters)
 
+    def top_logprobs(self, first_logits: torch.Tensor, k: int = 20) -> list[tuple[str, float]]:
+        """The k most likely first tokens with their log-probabilities over the whole vocabulary."""
+        logp = torch.log_softmax(first_logits.float(), dim=-1).cpu()
+        top = torch.topk(logp, min(k, logp.numel()))
+        return [(self.tok.decode([int(t)]), float(v)) for v, t in zip(top.values, top.indices, strict=True)]
+
     def answer(self, queries: list[Query], decoding: Decoding) -> list[Reply]:
         inputs = self._inputs(queries)
         n_prompt = inputs["input_ids"].shape[1]
@@ -110,7 +116,8 @@ class HFBackend(Backend):
         replies = []
         for i, q in enumerate(queries):
             probs = self.letter_probs(out.logits[0][i], q.letters) if decoding.letter_probs and q.letters else None
-            replies.append(Reply(text=texts[i], letter_probs=probs))
+            replies.append(Reply(text=texts[i], letter_probs=probs,
+                                 first_logprobs=self.top_logprobs(out.logits[0][i]) if decoding.letter_probs else None))
         if decoding.trials:
             t = decoding.trials
             inputs = self._inputs(queries, repeat=t)

@@ -1,32 +1,22 @@
 """``openai:MODEL@URL``: any OpenAI-compatible chat-completions server (vLLM serve, SGLang, LMDeploy).
 
-Images travel as PNG data URLs. Requests run concurrently (at most ``concurrency`` in flight); connection
-errors, timeouts, HTTP 429 and 5xx are retried with exponential back-off, other 4xx are not. A query that
-still fails becomes a Reply with ``error`` (recorded, retried on the next run), never a silent drop.
-Letter probabilities come from ``logprobs`` / ``top_logprobs`` of the first token when the server returns
-them; votes from ``n=T`` with a per-request ``seed``."""
+Requests go through the ``openai`` SDK, the API's reference client, rather than our own HTTP code: it
+retries connection errors, timeouts, 408/409/429 and 5xx, honours ``Retry-After`` / ``retry-after-ms``
+(up to a minute) and otherwise backs off exponentially with jitter, and pools connections. Other 4xx are
+not retried. A query that still fails becomes a Reply with ``error`` (recorded, retried on the next run),
+never a silent drop. Images travel as PNG data URLs; requests run concurrently (at most ``concurrency`` in
+flight). Letter probabilities come from ``logprobs`` / ``top_logprobs`` of the first token when the server
+returns them; votes from ``n=T`` with a per-request ``seed``."""
 
 from __future__ import annotations
 
 import base64
-import json
 import math
-import time
-import urllib.error
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from ...display import png_bytes
-from .base import Backend, Decoding, Query, Reply, renormalise
-
-RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
-
-
-class RequestFailed(Exception):
-    def __init__(self, reason: str, retry: bool) -> None:
-        super().__init__(reason)
-        self.retry = retry
+from .base import Backend, BackendError, Decoding, Query, Reply, renormalise
 
 
 def data_url(image) -> str:
@@ -41,44 +31,37 @@ class OpenAIBackend(Backend):
     gives_letter_probs = True
 
     def __init__(self, model: str, url: str, concurrency: int = 8, retries: int = 3, timeout_s: float = 120.0,
-                 backoff_s: float = 0.5, api_key: str | None = None) -> None:
+                 api_key: str | None = None) -> None:
+        try:
+            import openai
+        except ImportError:
+            raise BackendError("the openai backend needs the openai SDK: pip install 'medq-synth[eval]'") from None
         self.model = model
-        self.url = url.rstrip("/") + "/chat/completions"
+        self.url = url.rstrip("/")
         self.name = f"openai:{model}@{url}"
-        self.concurrency, self.retries, self.timeout_s, self.backoff_s = concurrency, retries, timeout_s, backoff_s
-        self.api_key = api_key
+        self.concurrency, self.retries = concurrency, retries
+        self._errors = openai
+        # local servers take any key; the SDK insists on one
+        self.client = openai.OpenAI(base_url=self.url, api_key=api_key or "EMPTY", max_retries=retries,
+                                    timeout=timeout_s)
 
-    def _post(self, body: dict[str, Any]) -> dict[str, Any]:
-        headers = {"Content-Type": "application/json"}
-        if self.api_key:
-            headers["Authorization"] = f"Bearer {self.api_key}"
-        req = urllib.request.Request(self.url, data=json.dumps(body).encode(), headers=headers, method="POST")
+    def _call(self, **body: Any) -> Any:
+        """One request (the SDK retries it); a failure raises ``RuntimeError`` with a one-line reason."""
+        e = self._errors
+        attempts = f"after {self.retries + 1} attempt(s)"
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
-                raw = resp.read()
-        except urllib.error.HTTPError as e:
-            detail = e.read()[:300].decode(errors="replace")
-            raise RequestFailed(f"HTTP {e.code} from {self.url}: {detail}", e.code in RETRY_STATUS) from None
-        except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as e:
-            reason = getattr(e, "reason", e)
-            raise RequestFailed(f"cannot reach {self.url}: {reason}", True) from None
-        try:
-            data = json.loads(raw)
-            if not isinstance(data.get("choices"), list):
-                raise ValueError("no 'choices' list")
-            return data
-        except (ValueError, AttributeError) as e:
-            raise RequestFailed(f"malformed response from {self.url}: {e}: {raw[:200]!r}", False) from None
-
-    def _call(self, body: dict[str, Any]) -> dict[str, Any]:
-        for attempt in range(self.retries + 1):
-            try:
-                return self._post(body)
-            except RequestFailed as e:
-                if not e.retry or attempt == self.retries:
-                    raise RequestFailed(f"{e} (after {attempt + 1} attempt(s))", False) from None
-                time.sleep(self.backoff_s * 2 ** attempt)
-        raise AssertionError("unreachable")
+            resp = self.client.chat.completions.create(model=self.model, **body)
+        except e.APIStatusError as err:
+            retried = err.status_code in (408, 409, 429) or err.status_code >= 500
+            raise RuntimeError(f"HTTP {err.status_code} from {self.url}: {str(err.message)[:300]} "
+                               f"({attempts if retried else 'not retried'})") from None
+        except e.APIConnectionError as err:            # includes timeouts
+            raise RuntimeError(f"cannot reach {self.url}: {err} ({attempts})") from None
+        except e.APIError as err:                      # an unparsable body, a response of the wrong shape
+            raise RuntimeError(f"malformed response from {self.url}: {err}") from None
+        if not isinstance(getattr(resp, "choices", None), list):
+            raise RuntimeError(f"malformed response from {self.url}: no 'choices' list: {str(resp)[:200]!r}")
+        return resp
 
     def _messages(self, q: Query) -> list[dict[str, Any]]:
         content: list[dict[str, Any]] = [{"type": "image_url", "image_url": {"url": data_url(im)}} for im in q.images]
@@ -86,42 +69,42 @@ class OpenAIBackend(Backend):
         return [{"role": "user", "content": content}]
 
     @staticmethod
-    def _letter_probs(choice: dict[str, Any], letters: str) -> dict[str, float] | None:
-        content = ((choice.get("logprobs") or {}).get("content") or [])
+    def _letter_probs(choice: Any, letters: str) -> dict[str, float] | None:
+        content = getattr(getattr(choice, "logprobs", None), "content", None) or []
         if not content:
             return None
         mass = {c: 0.0 for c in letters}
-        for alt in content[0].get("top_logprobs") or [content[0]]:
-            tok = str(alt.get("token", "")).strip().upper()
-            if tok in mass and alt.get("logprob") is not None:
-                mass[tok] += math.exp(float(alt["logprob"]))
+        for alt in content[0].top_logprobs or [content[0]]:
+            tok = str(alt.token or "").strip().upper()
+            if tok in mass and alt.logprob is not None:
+                mass[tok] += math.exp(float(alt.logprob))
         return renormalise(mass, letters)
 
     def _one(self, q: Query, decoding: Decoding) -> Reply:
         messages = self._messages(q)
+        seed = q.seed & 0x7FFFFFFF
         try:
-            body = {"model": self.model, "messages": messages, "max_tokens": decoding.max_new_tokens,
-                    "temperature": 0.0, "seed": q.seed & 0x7FFFFFFF}
-            if decoding.letter_probs and q.letters:
-                body.update(logprobs=True, top_logprobs=20)
-            data = self._call(body)
-            if not data["choices"]:
+            extra = {"logprobs": True, "top_logprobs": 20} if decoding.letter_probs and q.letters else {}
+            resp = self._call(messages=messages, max_tokens=decoding.max_new_tokens, temperature=0.0, seed=seed,
+                              **extra)
+            if not resp.choices:
                 return Reply(error=f"{self.url} returned no choices")
-            choice = data["choices"][0]
-            text = (choice.get("message") or {}).get("content")
+            choice = resp.choices[0]
+            text = getattr(getattr(choice, "message", None), "content", None)
             if not isinstance(text, str):
                 return Reply(error=f"{self.url} returned a choice without message content")
-            reply = Reply(text=text.strip(), letter_probs=self._letter_probs(choice, q.letters)
-                          if decoding.letter_probs and q.letters else None)
+            reply = Reply(text=text.strip(), letter_probs=self._letter_probs(choice, q.letters) if extra else None)
             if decoding.trials:
-                data = self._call({"model": self.model, "messages": messages, "n": decoding.trials,
-                                   "temperature": decoding.temperature, "top_p": 1.0,
-                                   "max_tokens": decoding.max_new_tokens, "seed": q.seed & 0x7FFFFFFF})
-                reply.samples = [str((c.get("message") or {}).get("content") or "").strip() for c in data["choices"]]
+                resp = self._call(messages=messages, n=decoding.trials, temperature=decoding.temperature,
+                                  top_p=1.0, max_tokens=decoding.max_new_tokens, seed=seed)
+                reply.samples = [str(getattr(c.message, "content", None) or "").strip() for c in resp.choices]
             return reply
-        except RequestFailed as e:
-            return Reply(error=str(e))
+        except RuntimeError as err:
+            return Reply(error=str(err))
 
     def answer(self, queries: list[Query], decoding: Decoding) -> list[Reply]:
         with ThreadPoolExecutor(max_workers=max(1, min(self.concurrency, len(queries)))) as pool:
             return list(pool.map(lambda q: self._one(q, decoding), queries))
+
+    def close(self) -> None:
+        self.client.close()

@@ -79,7 +79,10 @@ class VLLMBackend(Backend):
             c = o.outputs[0]
             probs = self._letters_from_logprobs(c.logprobs[0] if c.logprobs else None, q.letters) \
                 if decoding.letter_probs and q.letters else None
-            replies.append(Reply(text=c.text.strip(), letter_probs=probs))
+            first = c.logprobs[0] if c.logprobs else None
+            top = sorted(((getattr(lp, "decoded_token", None) or "", float(lp.logprob)) for lp in first.values()),
+                         key=lambda t: -t[1]) if first else None
+            replies.append(Reply(text=c.text.strip(), letter_probs=probs, first_logprobs=top))
         if decoding.trials and replies:
             params = [sp(n=decoding.trials, temperature=decoding.temperature, top_p=1.0, top_k=-1,
                          max_tokens=decoding.max_new_tokens, seed=q.seed & 0x7FFFFFFF) for q in queries]
