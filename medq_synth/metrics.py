@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import torch
 
-from medq_synth.physics.blocks import blocked
+from medq_synth.physics.blocks import blocked, spatial_mean
 
 SSIM_WINDOW = 11    # Gaussian window of Wang et al. 2004: 11 taps, sigma 1.5 (kornia's constants)
 
 
 def psnr(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
     """PSNR in dB per item for images in [0, 1] (data range 1); +inf where identical. float64 ``(B,)``."""
-    mse = blocked(lambda a, b: ((a - b) ** 2).mean(dim=(1, 2, 3), dtype=torch.float64), x, ref)
+    mse = blocked(lambda a, b: spatial_mean((a - b) ** 2, channels=True), x, ref)
     return 10.0 * torch.log10(1.0 / mse)
 
 
@@ -24,7 +24,7 @@ def _ssim(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
 
     taps = min(SSIM_WINDOW, *(d - 1 if d % 2 == 0 else d for d in x.shape[-2:]))
     m = kornia_ssim(x.float(), ref.float(), taps, max_val=1.0)
-    return m.mean(dim=(1, 2, 3), dtype=torch.float64)
+    return spatial_mean(m, channels=True)
 
 
 def ssim(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:

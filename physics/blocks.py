@@ -42,3 +42,20 @@ def blocked(fn: Callable[..., torch.Tensor], x: torch.Tensor, *per_item: torch.T
             extra = [torch.cat([p, p[-1:].expand(pad, *p.shape[1:])]) for p in extra]
         outs.append(fn(xb, *extra)[: block - pad])
     return torch.cat(outs) if outs else x.clone()
+
+
+def spatial_sum(t: torch.Tensor, channels: bool = False) -> torch.Tensor:
+    """Sum over the last two dims (and dim 1 too when ``channels``) in float64, the same bits whatever the
+    thread count: a one-output reduction is split among threads (the order of its partial sums then depends
+    on their number), so rows are summed first - many outputs, each summed by one thread - then the short
+    vector of row sums, which is below ATen's parallel grain and runs serially."""
+    if channels:
+        t = t.reshape(t.shape[0], -1, t.shape[-1])
+    rows = t.sum(dim=-1, dtype=torch.float64)
+    return rows.sum(dim=-1)
+
+
+def spatial_mean(t: torch.Tensor, channels: bool = False) -> torch.Tensor:
+    """``spatial_sum`` divided by the number of summed elements (float64)."""
+    n = t.shape[-1] * t.shape[-2] * (t.shape[1] if channels else 1)
+    return spatial_sum(t, channels) / n

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from . import rng
-from .blocks import blocked
+from .blocks import blocked, spatial_mean
 
 
 def _groups(values: torch.Tensor) -> list[tuple[float, torch.Tensor]]:
@@ -49,10 +49,11 @@ def _per_item(x: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
 def channel_mean(v: torch.Tensor) -> torch.Tensor:
     """Per-item, per-channel mean ``(B, C, 1, 1)``.
 
-    A reduction splits its work by the tensor shape, so it runs on fixed-shape blocks (physics.blocks) to
-    give each item the same bits whatever its batch.
+    A reduction splits its work by the tensor shape and the thread count, so it runs on fixed-shape blocks
+    (physics.blocks) in a thread-invariant order, to give each item the same bits whatever its batch and
+    machine.
     """
-    return blocked(lambda t: t.mean(dim=(-2, -1), keepdim=True), v)
+    return blocked(lambda t: spatial_mean(t).to(t.dtype)[..., None, None], v)
 
 
 def gaussian_noise(v: torch.Tensor, sigma: torch.Tensor, seeds: torch.Tensor) -> torch.Tensor:

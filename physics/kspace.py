@@ -23,7 +23,7 @@ from functools import lru_cache
 
 import torch
 
-from .blocks import blocked
+from .blocks import blocked, spatial_sum
 
 # -- transforms ------------------------------------------------------------------------------------------
 
@@ -260,7 +260,7 @@ def sense_cg(kspace: KSpace, mask: torch.Tensor, maps: torch.Tensor, n_iter: int
         return to_image(to_kspace(x) * m)
 
     def dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        return (a.conj() * b).real.sum(dim=(-2, -1), dtype=torch.float64)
+        return spatial_sum((a.conj() * b).real)
 
     b = to_image(y)
     x = torch.zeros_like(b)

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from . import rng
-from .blocks import blocked
+from .blocks import blocked, spatial_sum
 
 
 def detector_counts(p: torch.Tensor, n0: torch.Tensor, gain: torch.Tensor, saturation: torch.Tensor,
@@ -65,7 +65,7 @@ def motion_kernel(length_px: float, angle_deg: torch.Tensor, curvature: torch.Te
         idx = ((y0 + dy).clamp(0, k - 1) * k + (x0 + dx).clamp(0, k - 1)).long()
         ker.scatter_add_(1, idx, w)
     ker = ker.view(b, k, k)
-    return (ker / ker.sum(dim=(-2, -1), keepdim=True)).float()
+    return (ker / spatial_sum(ker)[..., None, None].to(ker.dtype)).float()
 
 
 def motion_blur(v: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:

@@ -101,7 +101,10 @@ def test_backend_dispatch(monkeypatch):
     monkeypatch.setenv("MEDQ_SYNTH_CT_BACKEND", "triton")     # no CUDA tensor: the oracle runs
     assert K.backend(cpu) == "torch"
     monkeypatch.setenv("MEDQ_SYNTH_CT_BACKEND", "auto")
-    assert K.backend(cpu) == ("numba" if K._numba_ok() else "torch")
+    # expected from the environment, not from the dispatcher: numba installed but not loading must fail here
+    import importlib.util
+
+    assert K.backend(cpu) == ("numba" if importlib.util.find_spec("numba") is not None else "torch")
     monkeypatch.setenv("MEDQ_SYNTH_CT_BACKEND", "fast")
     with pytest.raises(ValueError, match="MEDQ_SYNTH_CT_BACKEND"):
         K.forward(torch.zeros(1, 8, 8), default_geometry("parallel", (8, 8), 1.0), 1.0)
@@ -211,12 +214,35 @@ def test_streaks_grow_as_views_drop_and_arc_narrows():
     def rmse(out):
         return float(((out - hu) ** 2).mean().sqrt())
 
-    views = [rmse(ct.fewer_views(hu, g, g.sparse(v), pix)) for v in (180, 90, 45, 20)]
-    arcs = [rmse(ct.fewer_views(hu, g, g.limited(math.radians(a)), pix)) for a in (180, 150, 120, 90)]
-    assert views[0] == 0 and arcs[0] == 0               # the full scan inserted as a difference is the input
-    assert views == sorted(views) and arcs == sorted(arcs)
+    views = [rmse(ct.fewer_views(hu, g, g.sparse(v), pix)) for v in (90, 45, 20)]
+    arcs = [rmse(ct.fewer_views(hu, g, g.limited(math.radians(a)), pix)) for a in (150, 120, 90)]
+    assert views == sorted(views) and arcs == sorted(arcs) and min(views + arcs) > 1.0     # HU
     full = ct.fewer_views(hu, g, g.sparse(45), pix, mode="full")
-    assert rmse(full) > views[2]                        # full mode keeps FBP's own blur as well
+    assert rmse(full) > views[1]                        # full mode keeps FBP's own blur as well
+
+
+def test_sparse_view_streaks_match_astra():
+    """The sparse-view change (45 of 180 parallel views, difference mode) against astra's: its projector and
+    its FBP of the 45-view sinogram minus its FBP of the full one, on the abdominal phantom."""
+    astra = pytest.importorskip("astra")
+    n, pix = 128, 1.6
+    mu = _phantoms(n)["abdomen"]
+    hu = ct.mu_to_hu(torch.from_numpy(mu))[None]
+    g = default_geometry("parallel", (n, n), pix, n_views=180)
+    ours = (ct.fewer_views(hu, g, g.sparse(45), pix) - hu)[0].numpy()
+    vol = astra.create_vol_geom(n, n)
+    recs = []
+    for geo in (g, g.sparse(45)):
+        pg = _astra_geometry(astra, geo, pix)
+        pid = astra.create_projector("linear", pg, vol)
+        _, sino = astra.create_sino(mu, pid)
+        recs.append(_astra_fbp(astra, pg, vol, pid, sino))     # mu again: astra projects and inverts in pixels
+        astra.projector.delete(pid)
+    ref = (recs[1] - recs[0]) * 1000.0 / ct.MU_WATER
+    # the same streak pattern (projectors and ramp filters differ in their high frequencies: measured 0.94 and
+    # 0.89 here), with an energy within 20 % of astra's
+    assert np.corrcoef(ours.ravel(), ref.ravel())[0, 1] > 0.9
+    assert 0.8 < np.linalg.norm(ours) / np.linalg.norm(ref) < 1.2
 
 
 def test_low_dose_is_deterministic_and_batch_invariant():
@@ -243,8 +269,22 @@ def test_low_dose_difference_is_one_reconstruction_of_the_noise():
     noisy = ct.transmission_noise(p, dose * 1e5, se, seeds)
     two = ct.insert(hu, ct.reconstruct(noisy, g, pix, (n, n)), ct.reconstruct(p, g, pix, (n, n)))
     assert (out - two).abs().max() < 0.05                            # HU; the added noise is ~100 HU here
-    assert torch.equal(ct.low_dose(hu, g, pix, 1e5, dose, se, seeds, mode="full"),
-                       ct.reconstruct(noisy, g, pix, (n, n)))
+
+
+def test_low_dose_full_mode_reconstructs_the_analytic_disc():
+    """Full mode at a dose high enough to make the noise negligible reconstructs the water disc (0 HU) in air
+    (-1000 HU) to within FBP's accuracy; at a normal dose its interior noise is the difference mode's."""
+    n, pix = 96, 2.0
+    hu = (_disc(n, 36, 1000.0) - 1000.0)
+    g = default_geometry("fan", (n, n), pix, n_views=180)
+    inner, outer = _disc(n, 20, 1.0).bool()[0], ~_disc(n, 44, 1.0).bool()[0]
+    args = (torch.tensor([10.0]), torch.tensor([3]))
+    clean = ct.low_dose(hu, g, pix, 1e14, torch.tensor([1.0]), *args, mode="full")[0]
+    assert abs(float(clean[inner].mean())) < 5.0 and abs(float(clean[outer].mean()) + 1000.0) < 10.0
+    full = ct.low_dose(hu, g, pix, 1e5, torch.tensor([0.2]), *args, mode="full")[0]
+    diff = ct.low_dose(hu, g, pix, 1e5, torch.tensor([0.2]), *args)[0]
+    assert float(full[inner].std()) > 20.0
+    assert float(full[inner].std()) == pytest.approx(float(diff[inner].std()), rel=0.05)
 
 
 def test_reduced_scans_reuse_the_full_sinogram():

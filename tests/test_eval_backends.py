@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from medq_synth.eval.backends import Backend, BackendError, Decoding, Query, Reply, load_backend
 from medq_synth.eval.backends.openai import data_url
@@ -88,7 +89,7 @@ class _FakeLLM:
     ``drop`` is set (a backend returning fewer answers than asked)."""
 
     def __init__(self, drop: bool = False) -> None:
-        self.drop, self.calls = drop, []
+        self.drop, self.calls, self.seen = drop, [], {}
 
     def get_tokenizer(self):
         tok = types.SimpleNamespace()
@@ -101,7 +102,9 @@ class _FakeLLM:
         outs = []
         plist = params if isinstance(params, list) else [params] * len(prompts)
         for p, sp in zip(prompts, plist, strict=True):
-            assert isinstance(p["multi_modal_data"]["image"], object) and p["prompt"].startswith("<user>")
+            img = p["multi_modal_data"]["image"]          # vLLM takes PIL images
+            assert isinstance(img, Image.Image) and img.mode == "RGB" and p["prompt"].startswith("<user>")
+            self.seen[p["prompt"]] = np.asarray(img)
             n = sp.kwargs.get("n", 1)
             lp = [{1: _Logprob(np.log(0.7), " B"), 2: _Logprob(np.log(0.2), "A"), 3: _Logprob(np.log(0.1), "The")}]
             comps = [types.SimpleNamespace(text=" B", logprobs=lp if sp.kwargs.get("logprobs") else None)
@@ -135,6 +138,9 @@ def test_vllm_backend_through_fake(fake_vllm):
     assert greedy[1].kwargs["temperature"] == 0.0 and greedy[1].kwargs["logprobs"] == 20
     seeds = [sp.kwargs["seed"] for sp in sampled[1]]
     assert [sp.kwargs["n"] for sp in sampled[1]] == [3, 3] and seeds == [q.seed & 0x7FFFFFFF for q in qs]
+    for q in qs:                                            # the query's pixels reach vLLM unchanged
+        assert np.array_equal(b.llm.seen["<user>" + q.prompt], q.images[0])
+    assert [t for t, _ in r[0].first_logprobs] == [" B", "A", "The"]       # its real top log-probabilities
 
 
 def test_vllm_fewer_outputs_are_flagged_not_dropped(fake_vllm, tmp_path):

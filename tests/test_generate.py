@@ -113,6 +113,36 @@ def test_phantom_answers_follow_from_construction(default_run):
             assert (r["answer"] == "A") == inside
 
 
+# the sign of each lesion kind's contrast against its surroundings, in the clean image
+LESION_SIGN = {"hypodense": -1, "hyperdense": 1, "hyperintense": 1, "cyst": -1, "hyperechoic": 1}
+
+
+def test_phantom_lesions_are_in_the_pixels(default_run):
+    """The gold answers come from the lesion list: check every listed lesion is in the clean image (its disc
+    differs from the ring around it with the kind's sign, by at least 3x the ring's own noise / 2 % of the
+    window), so that an answer derived from the list is an answer about the pixels."""
+    # Radiographs are left out: a nodule over a rib has no local background model to test it against.
+    rows = [r for r in read_rows(default_run) if r["level"] == 0 and r.get("task") and r["modality"] != "xray"]
+    checked = 0
+    for r in rows:
+        phys, _ = read_output(default_run, r)
+        img = phys[0].astype(np.float64)
+        yy, xx = np.mgrid[: img.shape[0], : img.shape[1]]
+        lo, hi = r["window"]
+        for x, y, rad, kind in r["lesions"]:
+            d = np.hypot(xx + 0.5 - x, yy + 0.5 - y)
+            inner, outer = d <= 0.6 * rad, (d >= 1.5 * rad) & (d <= 2.2 * rad)
+            # the surroundings as a plane fitted to the ring (a radiograph's background slopes)
+            basis = np.stack([xx, yy, np.ones_like(xx)], axis=-1).astype(np.float64)
+            coef, *_ = np.linalg.lstsq(basis[outer], img[outer], rcond=None)
+            resid = img[outer] - basis[outer] @ coef
+            delta = LESION_SIGN[kind] * (img[inner] - basis[inner] @ coef).mean()
+            floor = max(0.02 * (hi - lo), 3 * resid.std() / np.sqrt(inner.sum()))
+            assert delta > floor, (r["source_id"], kind, delta, floor)
+            checked += 1
+    assert checked >= 18
+
+
 def test_contact_sheet_and_tsv_export(default_run):
     from PIL import Image
 
