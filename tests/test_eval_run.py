@@ -186,8 +186,19 @@ def test_report_merges_models_and_cli_prints_table(tmp_path):
     assert set(m["labels"]["random"]["confidence"]) == {"letter", "vote"}
     md = (tmp_path / "merged" / "report.md").read_text()
     assert "| observer |" in md and "| random |" in md
-    for png in ("accuracy_by_degradation", "confidence_vs_accuracy", "reliability"):
-        assert (tmp_path / "merged" / "plots" / f"{png}.png").stat().st_size > 1000
+    # the plots hold data, not just axes: the first series colour (matplotlib's C0) is drawn in each, and the
+    # per-degradation figure has one panel per model with its line in each half
+    from PIL import Image
+
+    c0_rgb = np.array([31, 119, 180])
+    for png, colour in (("accuracy_by_degradation", c0_rgb), ("confidence_vs_accuracy", c0_rgb),
+                        ("reliability", 0.7 * c0_rgb + 0.3 * 255)):         # bars at alpha 0.7 on white
+        img = np.asarray(Image.open(tmp_path / "merged" / "plots" / f"{png}.png").convert("RGB")).astype(int)
+        c0 = (np.abs(img - colour).sum(axis=-1) < 30)
+        assert c0.sum() > 50, png
+        if png == "accuracy_by_degradation":
+            half = img.shape[1] // 2
+            assert c0[:, :half].sum() > 20 and c0[:, half:].sum() > 20
     bad = subprocess.run(_cli("run", "--out", str(tmp_path / "x"), "--model", "nope:thing"), capture_output=True,
                          text=True, cwd=ROOT)
     assert bad.returncode == 2 and "unknown model spec" in bad.stderr
@@ -215,3 +226,24 @@ def test_verbal_template_records_verbal_confidence(tmp_path):
     acc = m["labels"]["verbal"]["accuracy"]
     assert c["calibration_shift"] == pytest.approx(0.8 - acc) and c["brier_top1"] == pytest.approx(
         acc * 0.04 + (1 - acc) * 0.64)
+
+
+def test_default_model_abstains_instead_of_guessing(tmp_path, capsys):
+    """`eval --data real.tsv` without --model: the observer cannot read these questions, abstains on every
+    one, and the run says so and exits non-zero - no "always A" accuracy. On the phantoms it reads the
+    lesion questions and reports its coverage."""
+    from medq_synth import generate
+    from medq_synth.cli import main
+
+    generate("phantoms:2", tmp_path / "gen", degradations=["gaussian_noise"], device="cpu", progress=False,
+             export_tsv=True)
+    tsv = tmp_path / "gen" / "benchmark.tsv"          # no task column: questions the observer cannot read
+    assert main(["eval", "--data", str(tsv), "--out", str(tmp_path / "e"), "--no-progress", "--bootstrap", "10"]) == 2
+    err = capsys.readouterr().err
+    assert "could read none of the" in err and "--model" in err
+    preds = _preds(tmp_path / "e")
+    assert preds and all(p["abstained"] and p["pred"] is None and p["correct"] is None for p in preds)
+    m = run(tmp_path / "r", degradations=["gaussian_noise"], limit=8, device="cpu", progress=False, n_boot=10)
+    lab = m["labels"]["observer"]
+    assert 0 < lab["coverage"] <= 1 and lab["n"] + lab["n_abstained"] == len(_preds(tmp_path / "r"))
+    assert lab["n"] == sum(not p.get("abstained") for p in _preds(tmp_path / "r"))

@@ -90,9 +90,16 @@ def test_ece_matches_torchmetrics():
         metric = MulticlassCalibrationError(num_classes=4, n_bins=bins, norm="l1")
         ref = metric(torch.tensor(probs), torch.tensor(target))
         assert M.ece(conf, hit, bins, "width")["ece"] == pytest.approx(float(ref), abs=1e-6)
-    # equal mass: each bin holds N / bins items, and a perfectly calibrated set has ECE near 0
-    c = rng.uniform(size=20000)
-    assert M.ece(c, rng.uniform(size=20000) < c, 15, "mass")["ece"] < 0.02
+    # equal mass (ACE, Nixon et al. 2019), by hand: 4 items in 2 bins of the sorted confidences,
+    # {0.1, 0.2} (acc 0.5, conf 0.15) and {0.3, 0.9} (acc 0.5, conf 0.6): ECE 0.5 * 0.35 + 0.5 * 0.1, MCE 0.35
+    small = M.ece(np.array([0.9, 0.1, 0.3, 0.2]), np.array([1, 0, 0, 1]), 2, "mass")
+    assert small["ece"] == pytest.approx(0.225) and small["mce"] == pytest.approx(0.35)
+    # and the definition with NumPy's array_split of the sorted items (N divisible by the bin count)
+    c = rng.uniform(size=3000)
+    hit = rng.uniform(size=3000) < c ** 2
+    order = np.argsort(c)
+    ref = sum(len(b) / 3000 * abs(hit[b].mean() - c[b].mean()) for b in np.array_split(order, 15))
+    assert M.ece(c, hit, 15, "mass")["ece"] == pytest.approx(ref, abs=1e-12)
 
 
 def test_auroc_brier_shift_match_definitions():

@@ -95,6 +95,20 @@ def test_contrast_keeps_display_mean_and_scales_deviation():
     assert torch.allclose(out - mu, (v - mu) * torch.tensor([0.3, 0.65]).view(2, 1, 1, 1), atol=1e-6)
 
 
+def test_contrast_mean_is_of_the_displayed_image():
+    """A CT-like item far outside its window (air at -2.4, bone at 1.8): the mean is the clipped display's,
+    computed here with NumPy, not the raw mean the air would drag down."""
+    rng = np.random.default_rng(3)
+    raw = rng.uniform(0.2, 0.8, (1, 1, 48, 48))
+    raw[..., :16, :] = -2.4
+    raw[..., -6:, -6:] = 1.8
+    v = torch.from_numpy(raw).float()
+    mu = np.clip(raw, 0, 1).mean()
+    assert abs(mu - raw.mean()) > 0.5                               # the clamp matters here
+    out = generic.reduce_contrast(v, torch.tensor([0.5])).double().numpy()
+    np.testing.assert_allclose(out, mu + 0.5 * (raw - mu), atol=1e-6)
+
+
 def test_brightness_and_exposure_are_affine():
     v = _img(b=1)
     assert torch.allclose(generic.adjust_brightness(v, torch.tensor([-0.3])), v - 0.3)
