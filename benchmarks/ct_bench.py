@@ -210,9 +210,13 @@ def main() -> None:
     ap.add_argument("--baseline-batch", type=int, default=0, help="slices timed for naive and astra (0: --batch)")
     ap.add_argument("--no-naive", action="store_true")
     ap.add_argument("--no-astra", action="store_true")
+    ap.add_argument("--threads", type=int, default=0,
+                    help="CPU threads for ours (0: torch's default); astra's CPU projectors use one")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
     a = ap.parse_args()
     dev = torch.device(a.device)
+    if a.threads:
+        torch.set_num_threads(a.threads)        # the numba kernels follow torch's thread count
     torch.manual_seed(0)
     from skimage.data import shepp_logan_phantom
     from skimage.transform import resize
@@ -246,9 +250,13 @@ def main() -> None:
         if r["impl"] != "medq-synth":
             ours = next(o for o in rows if o["impl"] == "medq-synth" and o["geometry"] == r["geometry"]
                         and o["views"] == r["views"])
+            # like with like only: astra's "backprojection" is its projector's transpose, not FBP's
+            unlike = {"backproject"} if r["impl"] == "astra" else set()
             cells.append(["", "", f"medq-synth / {r['impl']}"]
-                         + [f"{ours[op] / r[op]:.1f}x" if r[op] else "" for op in OPS])
-    write_results(a.out, f"ct_bench_{dev.type}", meta, rows,
+                         + ["(other operator)" if op in unlike and r[op] else f"{ours[op] / r[op]:.1f}x" if r[op]
+                            else "" for op in OPS])
+    stem = f"ct_bench_{dev.type}" + (f"_{a.threads}thread" if a.threads else "")
+    write_results(a.out, stem, meta, rows,
                   f"CT operators: slices/s at {a.size}x{a.size}, batch {a.batch}",
                   ["geometry", "views", "implementation", "forward", "backprojection", "FBP", "low-dose cycle",
                    "transpose"], cells,
@@ -259,8 +267,9 @@ def main() -> None:
                        for r in rows if r["impl"] == "medq-synth") + ".",
                    "The low-dose cycle is forward projection, Poisson + electronic noise, log, filter and "
                    "backprojection. Backprojection: FBP's pixel-driven one for medq-synth and the naive baseline, "
-                   "the projector's transpose for astra (its only backprojector; also under transpose). astra runs "
-                   "one slice at a time; its CPU FBP is parallel-beam only (n/a)."])
+                   "the projector's transpose for astra (its only backprojector), so that column has no ratio: "
+                   "compare transpose with transpose. astra runs one slice at a time on one thread; its CPU FBP is "
+                   "parallel-beam only (n/a). cpu_threads is the thread count of ours."])
 
 
 if __name__ == "__main__":

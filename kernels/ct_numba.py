@@ -13,6 +13,8 @@ Imported lazily by ``ct.py``; without numba the torch path runs."""
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numba
 import numpy as np
@@ -121,9 +123,17 @@ def _backproject_kernel(rows, px, py, cos, sin, mode, sid, sdd, det_spacing, n_d
                     out[p, b] += (row[i, b] * g + row[i + 1, b] * f) * wt
 
 
-def _threads() -> None:
-    """Use as many threads as torch does (``torch.set_num_threads`` is honoured), within numba's pool."""
-    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+@contextmanager
+def _threads() -> Iterator[None]:
+    """Use as many threads as torch does (``torch.set_num_threads`` is honoured), within numba's pool, and
+    give torch its count back afterwards: numba's OpenMP layer shares libgomp with torch, and setting its
+    threads changed torch's (a 1-thread torch ran on 2 after one CT kernel)."""
+    n = torch.get_num_threads()
+    numba.set_num_threads(max(1, min(n, numba.config.NUMBA_NUM_THREADS)))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
 
 
 def _ray_arrays(r: _Rays) -> tuple[np.ndarray, ...]:
@@ -133,11 +143,11 @@ def _ray_arrays(r: _Rays) -> tuple[np.ndarray, ...]:
 def forward(x: torch.Tensor, g: Geometry, pixel_mm: float) -> torch.Tensor:
     """``ct_torch.forward``, compiled: ``(B, H, W)`` mu (mm^-1) -> ``(B, V, D)`` line integrals."""
     b, h, w = x.shape
-    _threads()
     r = _Rays(g, (h, w), pixel_mm, torch.device("cpu"))
     cols = ct_torch._padded_columns(x.float()).numpy()
     acc = np.zeros((r.weight.shape[0], b), np.float32)
-    _forward_kernel(cols, *_ray_arrays(r), r.steps, acc)
+    with _threads():
+        _forward_kernel(cols, *_ray_arrays(r), r.steps, acc)
     return (torch.from_numpy(acc) * r.weight[:, None]).t().reshape(b, g.n_views, g.n_det).contiguous()
 
 
@@ -145,13 +155,13 @@ def adjoint(y: torch.Tensor, g: Geometry, pixel_mm: float, shape: tuple[int, int
     """``ct_torch.adjoint``, compiled: the exact transpose of ``forward``, ``(B, V, D)`` -> ``(B, H, W)``."""
     b = y.shape[0]
     h, w = shape
-    _threads()
     r = _Rays(g, shape, pixel_mm, torch.device("cpu"))
     yw = (y.float().reshape(b, -1) * r.weight[None, :]).contiguous().numpy()
     acc = np.zeros((b, (h + 2 * _PAD) * (w + 2 * _PAD)), np.float32)
-    for i in range(0, b, _ADJOINT_ITEMS):                    # bounds the groups' private images
-        _adjoint_kernel(yw[i:i + _ADJOINT_ITEMS], *_ray_arrays(r), r.steps, _ADJOINT_GROUPS,
-                        acc[i:i + _ADJOINT_ITEMS])
+    with _threads():
+        for i in range(0, b, _ADJOINT_ITEMS):                # bounds the groups' private images
+            _adjoint_kernel(yw[i:i + _ADJOINT_ITEMS], *_ray_arrays(r), r.steps, _ADJOINT_GROUPS,
+                            acc[i:i + _ADJOINT_ITEMS])
     img = torch.from_numpy(acc).reshape(b, h + 2 * _PAD, w + 2 * _PAD)
     return img[:, _PAD:-_PAD, _PAD:-_PAD].contiguous()
 
@@ -159,12 +169,13 @@ def adjoint(y: torch.Tensor, g: Geometry, pixel_mm: float, shape: tuple[int, int
 def backproject(q: torch.Tensor, g: Geometry, pixel_mm: float, shape: tuple[int, int]) -> torch.Tensor:
     """``ct_torch.backproject``, compiled: FBP's weighted pixel-driven backprojection of ``q`` (``B x V x D``)."""
     b = q.shape[0]
-    _threads()
     rows = torch.nn.functional.pad(q.float(), (_PAD, _PAD)).permute(1, 2, 0).contiguous().numpy()
     px, py = (t.numpy() for t in ct_torch.pixel_coords(shape, pixel_mm, torch.device("cpu")))
     th = g.angles()
     mode = 0 if g.kind == "parallel" else (1 if g.detector == "flat" else 2)
     acc = np.zeros((px.shape[0], b), np.float32)
-    _backproject_kernel(rows, np.ascontiguousarray(px), np.ascontiguousarray(py), torch.cos(th).numpy(),
-                        torch.sin(th).numpy(), mode, float(g.sid), float(g.sdd), float(g.det_spacing), g.n_det, acc)
+    with _threads():
+        _backproject_kernel(rows, np.ascontiguousarray(px), np.ascontiguousarray(py), torch.cos(th).numpy(),
+                            torch.sin(th).numpy(), mode, float(g.sid), float(g.sdd), float(g.det_spacing), g.n_det,
+                            acc)
     return (torch.from_numpy(acc) * g.view_step).t().reshape(b, *shape).contiguous()

@@ -394,3 +394,17 @@ def test_triton_kernels_on_cuda_match_torch_and_are_batch_invariant():
             assert torch.allclose(ours, ref, rtol=1e-5, atol=1e-5 * float(ref.abs().max())), kind
         assert torch.equal(ct_triton.forward(x[3:4], g, 0.7), fp[3:4])
         assert torch.equal(ct_triton.backproject(q[1:3], g, 0.7, shape), bp[1:3])
+
+
+def test_numba_kernels_leave_torch_threads_alone():
+    """numba's OpenMP layer shares libgomp with torch: a CT kernel must not change torch's thread count."""
+    pytest.importorskip("numba")
+    from medq_synth.kernels import ct_numba
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        ct_numba.forward(torch.rand(1, 32, 32), default_geometry("parallel", (32, 32), 1.0, n_views=30), 1.0)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
