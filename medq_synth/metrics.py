@@ -23,7 +23,9 @@ def _ssim(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
     from kornia.metrics import ssim as kornia_ssim
 
     taps = min(SSIM_WINDOW, *(d - 1 if d % 2 == 0 else d for d in x.shape[-2:]))
-    m = kornia_ssim(x.float(), ref.float(), taps, max_val=1.0)
+    # eps 0: kornia's default 1e-12 is 1e-5 of the smallest denominator (C1 C2 = 9e-8 on a flat region) and
+    # would score identical images below 1; the denominator is never 0 (C1, C2 > 0)
+    m = kornia_ssim(x.float(), ref.float(), taps, max_val=1.0, eps=0.0)
     return spatial_mean(m, channels=True)
 
 

@@ -8,10 +8,9 @@ parameter is a monotone function of ``s``.
 from __future__ import annotations
 
 import math
+import tomllib
 from dataclasses import dataclass
 from importlib import resources
-
-import tomllib
 
 LEVEL_SEVERITY = {0: 0.0, 1: 0.5, 2: 1.0}
 

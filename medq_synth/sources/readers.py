@@ -168,7 +168,9 @@ def _dicom_voi(ds: Any, phys: np.ndarray, units_hu: bool) -> tuple[tuple[float, 
     has_window = "WindowCenter" in ds and "WindowWidth" in ds
     if "VOILUTSequence" in ds or (has_window and function == "SIGMOID"):
         if not units_hu:
-            out = np.asarray(apply_voi_lut(phys, ds, index=0, prefer_lut=True), dtype=np.float64)
+            # a LUT is indexed by stored integers: pass integral values as integers (pydicom warns on floats)
+            lut_in = phys.astype(np.int64) if np.array_equal(phys, np.round(phys)) else phys
+            out = np.asarray(apply_voi_lut(lut_in, ds, index=0, prefer_lut=True), dtype=np.float64)
             if "VOILUTSequence" in ds:
                 top = 2.0 ** int(ds.VOILUTSequence[0].LUTDescriptor[2]) - 1.0
                 lo, hi = 0.0, top

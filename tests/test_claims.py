@@ -1,0 +1,52 @@
+"""What the project says about itself holds: the Python floor, the dependencies, the README's figures (each
+from a committed result), and the GPU script covering every benchmark."""
+
+from __future__ import annotations
+
+import json
+import re
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE_DIRS = ("medq_synth", "physics", "kernels", "eval")
+
+
+def _sources() -> str:
+    return "\n".join(p.read_text() for d in PACKAGE_DIRS for p in (ROOT / d).rglob("*.py"))
+
+
+def test_requires_python_and_dependencies_are_true():
+    meta = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    floor = tuple(int(x) for x in re.search(r">=\s*(\d+)\.(\d+)", meta["requires-python"]).groups())
+    if "import tomllib" in _sources():
+        assert floor >= (3, 11), "tomllib is in the standard library from Python 3.11"
+    hard = {re.split(r"[<>=\[ ]", d)[0] for d in meta["dependencies"]}
+    imported = set(re.findall(r"^\s*(?:import|from)\s+(\w+)", _sources(), flags=re.M))
+    for dep, module in (("torchvision", "torchvision"), ("monai", "monai"), ("torchio", "torchio"),
+                        ("astra-toolbox", "astra")):
+        if module not in imported:
+            assert dep not in hard, f"{dep} is a hard dependency that the package never imports"
+
+
+def test_readme_figures_come_from_committed_results():
+    readme = (ROOT / "README.md").read_text()
+    for ref in set(re.findall(r"benchmarks/results/([\w.\-]+\.md)", readme)):
+        assert (ROOT / "benchmarks/results" / ref).exists(), ref
+    job = json.loads((ROOT / "benchmarks/results/main_job_cpu.json").read_text())["rows"][0]
+    m = re.search(r"(\d+) answers and (\d+) abstentions in about (\d+) s", readme)
+    assert m and (int(m[1]), int(m[2])) == (job["answered"], job["abstained"])
+    assert abs(int(m[3]) - job["wall_s"]) <= 2
+    ev = json.loads((ROOT / "benchmarks/results/eval_throughput_cpu.json").read_text())["rows"]
+    # the letter-probability figure is measured, not the model-only figure printed twice
+    assert all("greedy_text_items_s" in r and "letter_probs_items_s" not in r for r in ev)
+
+
+def test_gpu_check_runs_every_benchmark_on_cuda():
+    script = (ROOT / "benchmarks/gpu_check.sh").read_text()
+    benches = sorted(p.name for p in (ROOT / "benchmarks").glob("*.py")
+                     if not p.name.startswith("_") and "--device" in p.read_text() and p.name != "main_job.py")
+    assert benches
+    for name in benches:
+        assert re.search(rf"benchmarks/{re.escape(name)} --device cuda", script), name
+    assert "-k cuda tests/" in script and "--dtype bfloat16" in script and "hf:" in script
