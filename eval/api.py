@@ -56,7 +56,7 @@ def run(out: str | Path, model: str | Backend = "observer", sources: list[str] |
         limit: int | None = None, template: str = "medq-deg", decoding: Decoding | None = None,
         model_batch_size: int = 8, label: str | None = None, progress: bool = True, judge: str | None = None,
         n_boot: int = 1000, backend_options: dict[str, Any] | None = None, parser: str = "",
-        modality: str | None = None) -> dict[str, Any]:
+        modality: str | None = None, on_record: Any = None) -> dict[str, Any]:
     """Degrade on ``device`` and answer in the same process (``medq-synth run``); returns metrics.json.
     ``backend_options`` go to the backend's constructor (hf: ``dtype``, ``processor_kwargs``)."""
     from medq_synth.engine import GenerateError, Generator
@@ -85,9 +85,15 @@ def run(out: str | Path, model: str | Backend = "observer", sources: list[str] |
                bar_format="{desc}: {n:.0f} entries [{elapsed}, {rate_fmt}]")
     skipped: Counter = Counter()
     batches = engine_batches(gen, lambda s: not store.done(setting.key(s)), bar.update, skipped)
+    sheet = FailureSheet(out)
+
+    def record(sample, rec) -> None:
+        sheet(sample, rec)
+        if on_record is not None:           # e.g. the sweep's example strips
+            on_record(sample, rec)
+
     try:
-        stats = evaluate(batches, backend, setting, store, model_batch_size, progress=progress,
-                         on_record=FailureSheet(out))
+        stats = evaluate(batches, backend, setting, store, model_batch_size, progress=progress, on_record=record)
     except GenerateError as e:
         raise EvalError(str(e)) from None
     finally:

@@ -79,6 +79,22 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--data", required=True, help="a folder written by generate, or a .tsv")
     e.add_argument("--out", required=True)
 
+    sw = sub.add_parser("sweep", help="models x degradations x a severity grid: curves, breaking points (s50)")
+    sw.add_argument("--out", required=True, help="output folder (a rerun with the same arguments resumes)")
+    sw.add_argument("--model", action="append", default=None,
+                    help="model spec, repeatable (default: observer); as for run")
+    sw.add_argument("--grid", default="0:1:0.1", help="severities: start:stop:step (stop included) or a comma list")
+    sw.add_argument("--source", action="append", default=None, help="as for generate (default: phantoms)")
+    sw.add_argument("--degradations", type=_csv_list, default=None)
+    sw.add_argument("--seed", type=int, default=0)
+    sw.add_argument("--device", default="auto")
+    sw.add_argument("--limit", type=int, default=None)
+    sw.add_argument("--batch-size", type=int, default=16)
+    sw.add_argument("--model-batch-size", type=int, default=8)
+    sw.add_argument("--template", default="medq-deg")
+    sw.add_argument("--bootstrap", type=int, default=1000)
+    sw.add_argument("--no-progress", action="store_true")
+
     rp = sub.add_parser("report", help="merge run folders into one leaderboard")
     rp.add_argument("dirs", nargs="+")
     rp.add_argument("--out", default="report", help="where to write the merged report (default: ./report)")
@@ -233,6 +249,32 @@ def _errors(out: str) -> list[dict]:
     return Store(out).unresolved()
 
 
+def cmd_sweep(a: argparse.Namespace) -> int:
+    from .eval.api import EvalError
+    from .eval.sweep import sweep
+    from .eval.sweep_stats import parse_grid
+
+    try:
+        grid = parse_grid(a.grid)
+        result = sweep(a.out, a.model or ["observer"], grid, sources=a.source, degradations=a.degradations,
+                       seed=a.seed, device=a.device, limit=a.limit, batch_size=a.batch_size,
+                       model_batch_size=a.model_batch_size, n_boot=a.bootstrap, progress=not a.no_progress,
+                       template=a.template)
+    except (EvalError, ValueError) as e:
+        print(f"medq-synth sweep: error: {e}", file=sys.stderr)
+        return 2
+    print(f"{'degradation':<22} {'model':<28} {'clean':>6}  s50 [95% CI]")
+    for deg, rows in result["comparison"].items():
+        for r in rows:
+            c = result["curves"][r["model"]][deg]
+            clean = "-" if r["clean_accuracy"] is None else f"{100 * r['clean_accuracy']:.1f}"
+            from .eval.sweep import _s50_text
+
+            print(f"{deg:<22} {r['model'][:28]:<28} {clean:>6}  {_s50_text(c)}")
+    print(f"\nsweep: {a.out}/sweep.json, {a.out}/sweep.md, {a.out}/sweep.html")
+    return 0
+
+
 def cmd_serve(a: argparse.Namespace) -> int:
     from .eval.backends import BackendError, load_backend
     from .eval.server import make_server
@@ -256,6 +298,8 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_list()
     if a.command == "serve":
         return cmd_serve(a)
+    if a.command == "sweep":
+        return cmd_sweep(a)
     if a.command in ("run", "eval", "report"):
         return cmd_eval(a)
     return cmd_generate(a)
