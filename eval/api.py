@@ -56,7 +56,7 @@ def run(out: str | Path, model: str | Backend = "observer", sources: list[str] |
         limit: int | None = None, template: str = "medq-deg", decoding: Decoding | None = None,
         model_batch_size: int = 8, label: str | None = None, progress: bool = True, judge: str | None = None,
         n_boot: int = 1000, backend_options: dict[str, Any] | None = None, parser: str = "",
-        modality: str | None = None, on_record: Any = None) -> dict[str, Any]:
+        modality: str | None = None, on_record: Any = None, severities_file: str | None = None) -> dict[str, Any]:
     """Degrade on ``device`` and answer in the same process (``medq-synth run``); returns metrics.json.
     ``backend_options`` go to the backend's constructor (hf: ``dtype``, ``processor_kwargs``)."""
     from medq_synth.engine import GenerateError, Generator
@@ -67,7 +67,7 @@ def run(out: str | Path, model: str | Backend = "observer", sources: list[str] |
         check_template(template)
         gen = Generator(sources or ["phantoms"], out, degradations=degradations, levels=levels,
                         severities=severities, seed=seed, device=device, batch_size=batch_size, limit=limit,
-                        progress=False, modality=modality)
+                        progress=False, modality=modality, severities_file=severities_file)
     except (GenerateError, ValueError) as e:
         raise EvalError(str(e)) from None
     backend = _backend(model, device, backend_options)

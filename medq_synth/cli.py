@@ -37,11 +37,14 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--export-tsv", action="store_true", help="also write benchmark.tsv (VLMEvalKit format)")
     g.add_argument("--shard-items", type=int, default=16, help="source entries per shard (resume unit)")
     g.add_argument("--slices", default="middle", help="slice rule for volumes: middle, all or step:N")
+    g.add_argument("--severities", default=None, metavar="FILE",
+                   help="severity tables (TOML, as written by calibrate) replacing the packaged ones they name")
     g.add_argument("--modality", default=None,
                    help="modality of files that record none (PNG, JPEG, .npy, NIfTI) outside a folder named after one")
     g.add_argument("--no-progress", action="store_true")
 
-    sub.add_parser("list", help="list the registered degradations and their severity tables")
+    ls = sub.add_parser("list", help="list the registered degradations and their severity tables")
+    ls.add_argument("--severities", default=None, metavar="FILE", help="show these tables instead of the packaged")
 
     model = argparse.ArgumentParser(add_help=False)
     model.add_argument("--model", default="observer",
@@ -74,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--batch-size", type=int, default=16, help="degradation batch size")
     r.add_argument("--limit", type=int, default=None)
     r.add_argument("--modality", default=None, help="as for generate")
+    r.add_argument("--severities", default=None, metavar="FILE", help="as for generate")
 
     e = sub.add_parser("eval", parents=[model], help="evaluate a generate folder or a VLMEvalKit TSV")
     e.add_argument("--data", required=True, help="a folder written by generate, or a .tsv")
@@ -92,8 +96,21 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--batch-size", type=int, default=16)
     sw.add_argument("--model-batch-size", type=int, default=8)
     sw.add_argument("--template", default="medq-deg")
+    sw.add_argument("--severities", default=None, metavar="FILE", help="as for generate")
     sw.add_argument("--bootstrap", type=int, default=1000)
     sw.add_argument("--no-progress", action="store_true")
+
+    cb = sub.add_parser("calibrate", help="choose L1/L2 per degradation from a measured target; write a table")
+    cb.add_argument("--out", required=True, help="the severity table to write (TOML)")
+    cb.add_argument("--target", default="ssim=0.9,0.8", help="ssim=L1,L2 or psnr=L1,L2 (mean against L0)")
+    cb.add_argument("--source", action="append", default=None, help="calibration items (default: phantoms)")
+    cb.add_argument("--degradations", type=_csv_list, default=None)
+    cb.add_argument("--seed", type=int, default=0)
+    cb.add_argument("--device", default="auto")
+    cb.add_argument("--limit", type=int, default=None)
+    cb.add_argument("--step", type=float, default=0.05, help="severity grid step searched")
+    cb.add_argument("--severities", default=None, metavar="FILE", help="the table to start from")
+    cb.add_argument("--no-progress", action="store_true")
 
     rp = sub.add_parser("report", help="merge run folders into one leaderboard")
     rp.add_argument("dirs", nargs="+")
@@ -108,11 +125,16 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def cmd_list() -> int:
-    from .degradations import REGISTRY
+def cmd_list(a: argparse.Namespace) -> int:
+    from .degradations import registry_for
     from .registry import CATEGORIES
 
-    for d in REGISTRY:
+    try:
+        registry = registry_for(a.severities)
+    except ValueError as e:
+        print(f"medq-synth list: error: {e}", file=sys.stderr)
+        return 2
+    for d in registry:
         mods = "all" if len(d.modalities) == 8 else ",".join(sorted(d.modalities))
         alias = d.table.medq_deg_id or "-"
         optin = "" if d.in_default else "  (opt-in: run when named)"
@@ -133,7 +155,7 @@ def cmd_generate(a: argparse.Namespace) -> int:
         s = generate(a.source or ["phantoms"], a.out, degradations=a.degradations, levels=a.levels,
                      severities=tuple(a.severity), seed=a.seed, device=a.device, batch_size=a.batch_size,
                      limit=a.limit, export_tsv=a.export_tsv, shard_items=a.shard_items, slice_rule=a.slices,
-                     modality=a.modality,
+                     modality=a.modality, severities_file=a.severities,
                      progress=not a.no_progress)
     except GenerateError as e:
         print(f"medq-synth generate: error: {e}", file=sys.stderr)
@@ -226,7 +248,7 @@ def cmd_eval(a: argparse.Namespace) -> int:
             try:
                 metrics = run(a.out, sources=a.source, degradations=a.degradations, levels=a.levels,
                               severities=tuple(a.severity), seed=a.seed, batch_size=a.batch_size, limit=a.limit,
-                              modality=a.modality,
+                              modality=a.modality, severities_file=a.severities,
                               **common)
             except GenerateError as e:
                 raise EvalError(str(e)) from None
@@ -259,7 +281,7 @@ def cmd_sweep(a: argparse.Namespace) -> int:
         result = sweep(a.out, a.model or ["observer"], grid, sources=a.source, degradations=a.degradations,
                        seed=a.seed, device=a.device, limit=a.limit, batch_size=a.batch_size,
                        model_batch_size=a.model_batch_size, n_boot=a.bootstrap, progress=not a.no_progress,
-                       template=a.template)
+                       template=a.template, severities_file=a.severities)
     except (EvalError, ValueError) as e:
         print(f"medq-synth sweep: error: {e}", file=sys.stderr)
         return 2
@@ -272,6 +294,25 @@ def cmd_sweep(a: argparse.Namespace) -> int:
 
             print(f"{deg:<22} {r['model'][:28]:<28} {clean:>6}  {_s50_text(c)}")
     print(f"\nsweep: {a.out}/sweep.json, {a.out}/sweep.md, {a.out}/sweep.html")
+    return 0
+
+
+def cmd_calibrate(a: argparse.Namespace) -> int:
+    from .calibrate import METRICS, calibrate
+    from .engine import GenerateError
+
+    try:
+        report = calibrate(a.out, sources=a.source, degradations=a.degradations, target=a.target, seed=a.seed,
+                           device=a.device, limit=a.limit, step=a.step, severities_file=a.severities,
+                           progress=not a.no_progress)
+    except (GenerateError, ValueError) as e:
+        print(f"medq-synth calibrate: error: {e}", file=sys.stderr)
+        return 2
+    for name, r in report.items():
+        met = "" if all(r["met"]) else "  (target not met within the grid: see the provenance)"
+        print(f"{name:<22} L1 at s = {r['L1_severity']:.3f}, L2 at s = {r['L2_severity']:.3f} "
+              f"({METRICS[r['metric']]} {r['target'][0]:g} / {r['target'][1]:g}){met}")
+    print(f"\ntable: {a.out} (use it with --severities {a.out})")
     return 0
 
 
@@ -295,11 +336,13 @@ def cmd_serve(a: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
     if a.command == "list":
-        return cmd_list()
+        return cmd_list(a)
     if a.command == "serve":
         return cmd_serve(a)
     if a.command == "sweep":
         return cmd_sweep(a)
+    if a.command == "calibrate":
+        return cmd_calibrate(a)
     if a.command in ("run", "eval", "report"):
         return cmd_eval(a)
     return cmd_generate(a)

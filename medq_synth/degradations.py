@@ -144,3 +144,20 @@ def _limited_angle(hu: torch.Tensor, px: float, p: dict[str, torch.Tensor]) -> t
 
 
 REGISTRY = build_registry()
+
+
+def registry_for(severities: str | None) -> Registry:
+    """The registry with the tables of a ``--severities`` TOML file (same schema as data/severities.toml; its
+    entries replace the packaged ones, the others stay), or the packaged one."""
+    if not severities:
+        return REGISTRY
+    from pathlib import Path
+
+    try:
+        text = Path(severities).read_text()
+    except OSError as e:
+        raise ValueError(f"--severities {severities}: {e}") from None
+    try:
+        return REGISTRY.with_tables(load_tables(text))
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"--severities {severities}: {e}") from None

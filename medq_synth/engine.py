@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from . import __version__
-from .degradations import REGISTRY
+from .degradations import registry_for
 from .display import png_bytes, to_uint8
 from .items import Item, ItemError, normalise_modality, validate
 from .metrics import psnr, ssim
@@ -183,7 +183,7 @@ class Generator:
                  levels: tuple[int, ...] = (0, 1, 2), severities: tuple[float, ...] = (), seed: int = 0,
                  device: str = "auto", batch_size: int = 16, limit: int | None = None,
                  export_tsv: bool = False, shard_items: int = 16, slice_rule: str = "middle",
-                 progress: bool = True, modality: str | None = None) -> None:
+                 progress: bool = True, modality: str | None = None, severities_file: str | None = None) -> None:
         if batch_size < 1 or shard_items < 1:
             raise GenerateError("--batch-size and --shard-items must be >= 1")
         bad_levels = [lv for lv in levels if lv not in LEVEL_SEVERITY]
@@ -205,16 +205,22 @@ class Generator:
         except ItemError as e:
             raise GenerateError(f"--modality: {e}") from None
         self.run_errors: list[dict[str, Any]] = []
+        try:
+            self.registry = registry_for(severities_file)
+        except ValueError as e:
+            raise GenerateError(str(e)) from None
+        self.severities_digest = (hashlib.sha256(Path(severities_file).read_bytes()).hexdigest()[:16]
+                                  if severities_file else None)
         self.selections = self._resolve_degradations(degradations)
 
     def _resolve_degradations(self, names: list[str] | None) -> list[Selection]:
         """What each asked name stands for per modality (MedQ-Deg ids may mean a different model per modality)."""
         if names is None:
-            return REGISTRY.default_selections()
+            return self.registry.default_selections()
         selections: list[Selection] = []
         for name in names:
             try:
-                sel = REGISTRY.select(name)
+                sel = self.registry.select(name)
             except KeyError as e:
                 self.run_errors.append({"stage": "arguments", "degradation": name, "reason": e.args[0]})
                 continue
@@ -229,7 +235,9 @@ class Generator:
                 "degradations": [s.name for s in self.selections],
                 "levels": list(self.levels), "severities": list(self.severities), "seed": self.seed,
                 "limit": self.limit, "shard_items": self.shard_items, "slice_rule": self.slice_rule,
-                **({"modality": self.modality} if self.modality else {}), "device_type": self.device.type,
+                **({"modality": self.modality} if self.modality else {}),
+                **({"severities_sha256": self.severities_digest} if self.severities_digest else {}),
+                "device_type": self.device.type,
                 "n_refs": len(refs)}
 
     # -- sources ----------------------------------------------------------------------------------------

@@ -224,6 +224,22 @@ class Registry:
     def names(self) -> list[str]:
         return list(self._items)
 
+    def with_tables(self, tables: dict[str, SeverityTable]) -> Registry:
+        """The same degradations with some severity tables replaced (``--severities FILE``)."""
+        from dataclasses import replace
+
+        unknown = sorted(set(tables) - set(self._items))
+        if unknown:
+            raise ValueError(f"severity table for unknown degradation(s) {', '.join(unknown)}")
+        out = Registry()
+        for deg in self._items.values():
+            new = tables.get(deg.name)
+            if new is not None and set(new.params) != set(deg.table.params):
+                raise ValueError(f"{deg.name}: the table must give the parameters {sorted(deg.table.params)}, "
+                                 f"not {sorted(new.params)}")
+            out.register(replace(deg, table=new) if new is not None else deg)
+        return out
+
     def __iter__(self) -> Iterator[Degradation]:
         return iter(self._items.values())
 

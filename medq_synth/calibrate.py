@@ -1,0 +1,174 @@
+"""``medq-synth calibrate``: choose each degradation's L1 and L2 from measured targets instead of example fits,
+and write a severity table (TOML, the schema of data/severities.toml) that ``generate``, ``run``, ``sweep``
+and ``list`` load with ``--severities FILE``.
+
+Target: an image-quality band, ``ssim=A,B`` or ``psnr=A,B`` (the mean over the calibration items, against
+L0, at L1 and at L2). The default, ``ssim=0.85,0.65``, is our choice: one SSIM band for every degradation, so
+that L1 and L2 mean the same loss of structure whatever the degradation (MedQ-Deg's levels were chosen per
+type by radiologists, which cannot guarantee that).
+
+Method: one ``generate`` over a continuous severity grid of the packaged (or given) table; per degradation,
+the mean metric against severity, an isotonic (non-increasing) fit, and the severity where the fit meets the
+target (linear between grid points). The new L1 / L2 anchors are the table's parameter values at those
+severities (at the table's reference size, before scaling and floors), so the new levels reproduce exactly
+the outputs measured there. A target the grid does not reach keeps s = 1 (L2) or the smallest grid point,
+and says so in the provenance."""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .severity import ParamSpec, SeverityTable
+
+DEFAULT_TARGET = "ssim=0.9,0.8"
+METRICS = {"ssim": "SSIM", "psnr": "PSNR (dB)"}
+
+
+def parse_target(text: str) -> tuple[str, float, float]:
+    name, sep, values = text.partition("=")
+    name = name.strip().lower()
+    try:
+        l1, l2 = (float(v) for v in values.split(","))
+    except ValueError:
+        raise ValueError(f"--target is ssim=L1,L2 or psnr=L1,L2, not {text!r}") from None
+    if not sep or name not in METRICS:
+        raise ValueError(f"--target is ssim=L1,L2 or psnr=L1,L2, not {text!r}")
+    if l2 >= l1:
+        raise ValueError(f"--target {text!r}: the L2 value must be below the L1 value (more degradation)")
+    return name, l1, l2
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(float(v)) if isinstance(v, float) else str(v)
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_fmt(x) for x in v) + "]"
+    return json.dumps(str(v))          # a TOML basic string is a JSON string
+
+
+def table_toml(tables: dict[str, SeverityTable], header: list[str]) -> str:
+    """TOML text of ``tables`` in data/severities.toml's schema (round-trips through ``load_tables``)."""
+    lines = [f"# {h}" for h in header] + [""]
+    for name, t in tables.items():
+        lines.append(f"[{name}]")
+        lines.append(f"category = {_fmt(t.category)}")
+        if t.medq_deg_id:
+            lines.append(f"medq_deg_id = {_fmt(t.medq_deg_id)}")
+        if t.aliases:
+            lines.append(f"aliases = {_fmt(list(t.aliases))}")
+        if t.description:
+            lines.append(f"description = {_fmt(t.description)}")
+        if t.modalities:
+            lines.append(f"modalities = {_fmt(list(t.modalities))}")
+        if not t.in_default:
+            lines.append("in_default = false")
+        for p in t.params.values():
+            lines += ["", f"[{name}.params.{p.name}]", f"unit = {_fmt(p.unit)}", f"identity = {_fmt(p.identity)}",
+                      f"L1 = {_fmt(p.L1)}", f"L2 = {_fmt(p.L2)}"]
+            if p.scale != "linear":
+                lines.append(f"scale = {_fmt(p.scale)}")
+            for key in ("size_ref_px", "min_L1", "min_L2"):
+                if getattr(p, key) is not None:
+                    lines.append(f"{key} = {_fmt(float(getattr(p, key)))}")
+            lines.append(f"provenance = {_fmt(p.provenance)}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _curve(points: dict[float, list[float]], metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """Severities (0 first: the identity, SSIM 1, PSNR capped at 100 dB) and the isotonic fit of the mean."""
+    from .eval.sweep_stats import isotonic_decreasing
+
+    xs = sorted(points)
+    x = np.array([0.0, *xs])
+    y = np.array([1.0 if metric == "ssim" else 100.0, *(np.mean(points[s]) for s in xs)])
+    w = np.array([1.0, *(len(points[s]) for s in xs)])
+    return x, isotonic_decreasing(y, w)
+
+
+def _crossing(x: np.ndarray, fit: np.ndarray, level: float) -> float | None:
+    from .eval.sweep_stats import crossing
+
+    return crossing(x, fit, level)
+
+
+def calibrate(out: str | Path, sources: list[str] | None = None, degradations: list[str] | None = None,
+              target: str = DEFAULT_TARGET, seed: int = 0, device: str = "auto", limit: int | None = None,
+              step: float = 0.05, severities_file: str | None = None, progress: bool = False,
+              work: str | Path | None = None) -> dict[str, Any]:
+    """Calibrate and write the table to ``out``; returns, per degradation, the severities chosen and the
+    metric they give. ``work``: where the calibration outputs go (default: a temporary folder)."""
+    from .degradations import registry_for
+    from .engine import Generator
+    metric, t1, t2 = parse_target(target)
+    grid = tuple(round(step * k, 6) for k in range(1, int(round(1 / step)) + 1))
+    registry = registry_for(severities_file)
+    by_deg: dict[str, dict[float, list[float]]] = {}
+
+    def measure(root: Path, names: list[str] | None, severities: tuple[float, ...]):
+        gen = Generator(sources or ["phantoms"], root, degradations=names, levels=(0,), severities=severities,
+                        seed=seed, device=device, limit=limit, progress=progress, severities_file=severities_file)
+        summary = gen.run()
+        for line in (root / "manifest.jsonl").read_text().splitlines():
+            r = json.loads(line)
+            if r["level"] is None and r[metric] is not None:
+                value = float(r[metric]) if math.isfinite(float(r[metric])) else 100.0
+                by_deg.setdefault(r["degradation"], {}).setdefault(float(r["severity"]), []).append(value)
+        return gen, summary
+
+    with tempfile.TemporaryDirectory() as tmp:
+        base = Path(work) if work else Path(tmp)
+        gen, summary = measure(base / "coarse", degradations, grid)
+        # refine: a finer grid inside the coarse interval that brackets each target, per degradation
+        for k, name in enumerate(sorted(by_deg)):
+            x, fit = _curve(by_deg[name], metric)
+            fine: set[float] = set()
+            for goal in (t1, t2):
+                s = _crossing(x, fit, goal)
+                if s is None:
+                    continue
+                j = int(np.searchsorted(x, s))
+                lo, hi = x[max(j - 1, 0)], x[min(j, len(x) - 1)]
+                fine |= {round(float(v), 6) for v in np.linspace(lo, hi, 6)[1:-1] if v > 0}
+            if fine:
+                measure(base / f"fine{k}", [name], tuple(sorted(fine)))
+    data = f"{', '.join(gen.source_specs)} ({summary.n_items} items, seed {seed})"
+    tables: dict[str, SeverityTable] = {}
+    report: dict[str, Any] = {}
+    for name, points in sorted(by_deg.items()):
+        deg = registry.resolve(name)
+        x, fit = _curve(points, metric)
+        y = np.array([1.0 if metric == "ssim" else 100.0, *(np.mean(points[s]) for s in sorted(points))])
+        chosen = {}
+        for lv, goal in ((1, t1), (2, t2)):
+            s = _crossing(x, fit, goal)          # s = 0 is the identity: SSIM 1, PSNR capped at 100 dB
+            if s is None:
+                chosen[lv] = (1.0, float(fit[-1]), f"not met: {METRICS[metric]} {fit[-1]:.3f} at s = 1")
+            else:
+                got = float(np.interp(s, x, y))
+                chosen[lv] = (s, got, f"met at s = {s:.3f} of the table it was calibrated from")
+        params = {}
+        for p in deg.table.params.values():
+            l1, l2 = p.value(chosen[1][0]), p.value(chosen[2][0])
+            prov = (f"[calibrated] {METRICS[metric]} target {t1:g} / {t2:g} on {data}: L1 {chosen[1][2]}, "
+                    f"L2 {chosen[2][2]}; the anchors it started from were {p.L1:g} / {p.L2:g} ({p.provenance})")
+            params[p.name] = ParamSpec(p.name, p.unit, p.identity, l1, l2, prov, p.scale, p.size_ref_px,
+                                       p.min_L1, p.min_L2)
+        tables[name] = SeverityTable(deg.table.name, deg.table.category, deg.table.medq_deg_id,
+                                     deg.table.aliases, deg.table.description, params, deg.table.modalities,
+                                     deg.table.in_default)
+        report[name] = {"L1_severity": chosen[1][0], "L2_severity": chosen[2][0], "target": [t1, t2],
+                        "metric": metric, "met": [c[2].startswith("met") for c in (chosen[1], chosen[2])]}
+    header = ["Severity tables written by `medq-synth calibrate`.",
+              f"Target: mean {METRICS[metric]} against L0 of {t1:g} at L1 and {t2:g} at L2, on {data}.",
+              "Load with --severities FILE (generate, run, sweep, list); entries replace the packaged tables."]
+    Path(out).write_text(table_toml(tables, header))
+    return report
