@@ -31,6 +31,7 @@ METRICS = {"ssim": "SSIM", "psnr": "PSNR (dB)"}
 
 
 def parse_target(text: str) -> tuple[str, float, float]:
+    """``ssim=L1,L2`` / ``psnr=L1,L2`` -> (metric, L1 value, L2 value)."""
     name, sep, values = text.partition("=")
     name = name.strip().lower()
     try:
@@ -108,6 +109,8 @@ def calibrate(out: str | Path, sources: list[str] | None = None, degradations: l
     metric they give. ``work``: where the calibration outputs go (default: a temporary folder)."""
     from .degradations import registry_for
     from .engine import Generator
+    if target.startswith("reference="):
+        return _reference(Path(out), Path(target.split("=", 1)[1]), seed, severities_file)
     metric, t1, t2 = parse_target(target)
     grid = tuple(round(step * k, 6) for k in range(1, int(round(1 / step)) + 1))
     registry = registry_for(severities_file)
@@ -171,4 +174,48 @@ def calibrate(out: str | Path, sources: list[str] | None = None, degradations: l
               f"Target: mean {METRICS[metric]} against L0 of {t1:g} at L1 and {t2:g} at L2, on {data}.",
               "Load with --severities FILE (generate, run, sweep, list); entries replace the packaged tables."]
     Path(out).write_text(table_toml(tables, header))
+    return report
+
+
+def _reference(out: Path, tsv: Path, seed: int, severities_file: str | None) -> dict[str, Any]:
+    """Fit each display-domain model's L1 / L2 severities to released reference pairs (``reference_fit``)."""
+    from .degradations import registry_for
+    from .reference_fit import fit
+
+    if not tsv.exists():
+        raise ValueError(f"--target reference={tsv}: no such file")
+    registry = registry_for(severities_file)
+    fits, problems = fit(tsv, registry, seed)
+    if not fits:
+        raise ValueError(f"no degradation could be fitted from {tsv}: " + "; ".join(problems[:5]))
+    tables: dict[str, SeverityTable] = {}
+    report: dict[str, Any] = {}
+    for name, levels in sorted(fits.items()):
+        deg = registry.resolve(name)
+        params = {}
+        for p in deg.table.params.values():
+            anchors = {1: p.L1, 2: p.L2}
+            notes = []
+            for lv in (1, 2):
+                f = levels.get(lv)
+                if f is None:
+                    notes.append(f"L{lv} kept (no pairs)")
+                    continue
+                anchors[lv] = p.value(f["severity"])
+                notes.append(f"L{lv} at s = {f['severity']:.3f}, median residual {f['residual_grey']:.2f} grey "
+                             f"levels over {f['n']} pairs")
+            prov = (f"[fitted] reference pairs of {tsv.name} ({'; '.join(notes)}); the anchors it started from "
+                    f"were {p.L1:g} / {p.L2:g} ({p.provenance})")
+            params[p.name] = ParamSpec(p.name, p.unit, p.identity, anchors[1], anchors[2], prov, p.scale,
+                                       p.size_ref_px, p.min_L1, p.min_L2)
+        tables[name] = SeverityTable(deg.table.name, deg.table.category, deg.table.medq_deg_id, deg.table.aliases,
+                                     deg.table.description, params, deg.table.modalities, deg.table.in_default)
+        report[name] = {"metric": "reference", "levels": levels, "met": [True, True], "target": [None, None],
+                        "L1_severity": levels.get(1, {}).get("severity"),
+                        "L2_severity": levels.get(2, {}).get("severity")}
+    header = [f"Severity tables fitted by `medq-synth calibrate --target reference={tsv.name}`: each model's",
+              "L1 / L2 severities make our output of the released L0 image as far from it as the released L1 / L2",
+              "image is (median over the base items). Load with --severities FILE."]
+    header += [f"Not fitted: {p}" for p in problems[:20]]
+    out.write_text(table_toml(tables, header))
     return report

@@ -102,7 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     cb = sub.add_parser("calibrate", help="choose L1/L2 per degradation from a measured target; write a table")
     cb.add_argument("--out", required=True, help="the severity table to write (TOML)")
-    cb.add_argument("--target", default="ssim=0.9,0.8", help="ssim=L1,L2 or psnr=L1,L2 (mean against L0)")
+    cb.add_argument("--target", default="ssim=0.9,0.8",
+                    help="ssim=L1,L2 or psnr=L1,L2 (mean against L0), or reference=PAIRS.tsv (released L0 + L1/L2 "
+                         "rows of the same base items)")
     cb.add_argument("--source", action="append", default=None, help="calibration items (default: phantoms)")
     cb.add_argument("--degradations", type=_csv_list, default=None)
     cb.add_argument("--seed", type=int, default=0)
@@ -309,6 +311,11 @@ def cmd_calibrate(a: argparse.Namespace) -> int:
         print(f"medq-synth calibrate: error: {e}", file=sys.stderr)
         return 2
     for name, r in report.items():
+        if r["metric"] == "reference":
+            fits = ", ".join(f"L{lv} at s = {f['severity']:.3f} (residual {f['residual_grey']:.2f} grey levels, "
+                             f"{f['n']} pairs)" for lv, f in sorted(r["levels"].items()))
+            print(f"{name:<22} {fits}")
+            continue
         met = "" if all(r["met"]) else "  (target not met within the grid: see the provenance)"
         print(f"{name:<22} L1 at s = {r['L1_severity']:.3f}, L2 at s = {r['L2_severity']:.3f} "
               f"({METRICS[r['metric']]} {r['target'][0]:g} / {r['target'][1]:g}){met}")
