@@ -2,17 +2,21 @@
 and write a severity table (TOML, the schema of data/severities.toml) that ``generate``, ``run``, ``sweep``
 and ``list`` load with ``--severities FILE``.
 
-Target: an image-quality band, ``ssim=A,B`` or ``psnr=A,B`` (the mean over the calibration items, against
-L0, at L1 and at L2). The default, ``ssim=0.85,0.65``, is our choice: one SSIM band for every degradation, so
-that L1 and L2 mean the same loss of structure whatever the degradation (MedQ-Deg's levels were chosen per
-type by radiologists, which cannot guarantee that).
+Targets:
+- an image-quality band, ``ssim=A,B`` or ``psnr=A,B``: the mean over the calibration items, against L0, at
+  L1 and at L2. The default, ``ssim=0.9,0.8``, is our choice: one SSIM band for every degradation, so that L1
+  and L2 mean the same loss of structure whatever the degradation (MedQ-Deg's levels were chosen per type by
+  radiologists, which cannot guarantee that); on the phantoms every generic degradation but motion blur (SSIM
+  0.803 at its packaged L2) and movement (0.815) reaches it within the packaged range;
+- ``dprime=A,B``: the model observer's d' falls to these fractions of its clean value (``observer_target``);
+- ``reference=PAIRS.tsv``: released L0 / L1 / L2 pairs (``reference_fit``).
 
-Method: one ``generate`` over a continuous severity grid of the packaged (or given) table; per degradation,
-the mean metric against severity, an isotonic (non-increasing) fit, and the severity where the fit meets the
-target (linear between grid points). The new L1 / L2 anchors are the table's parameter values at those
-severities (at the table's reference size, before scaling and floors), so the new levels reproduce exactly
-the outputs measured there. A target the grid does not reach keeps s = 1 (L2) or the smallest grid point,
-and says so in the provenance."""
+Method for the first: one ``generate`` over a continuous severity grid of the packaged (or given) table and a
+finer one around each crossing; per degradation, the mean metric against severity, an isotonic
+(non-increasing) fit, and the severity where the fit meets the target (linear between grid points). The new
+L1 / L2 anchors are the table's parameter values at those severities (at the table's reference size, before
+scaling and floors), so the new levels reproduce the outputs measured there. A level whose target the
+searched range does not reach is kept where it was, and the provenance says so."""
 
 from __future__ import annotations
 
@@ -27,19 +31,20 @@ import numpy as np
 from .severity import ParamSpec, SeverityTable
 
 DEFAULT_TARGET = "ssim=0.9,0.8"
-METRICS = {"ssim": "SSIM", "psnr": "PSNR (dB)"}
+METRICS = {"ssim": "SSIM", "psnr": "PSNR (dB)", "dprime": "observer d' / clean d'"}
 
 
 def parse_target(text: str) -> tuple[str, float, float]:
-    """``ssim=L1,L2`` / ``psnr=L1,L2`` -> (metric, L1 value, L2 value)."""
+    """``ssim=L1,L2`` / ``psnr=L1,L2`` / ``dprime=L1,L2`` -> (metric, L1 value, L2 value)."""
     name, sep, values = text.partition("=")
     name = name.strip().lower()
+    usage = f"--target is ssim=L1,L2, psnr=L1,L2, dprime=L1,L2 or reference=FILE, not {text!r}"
     try:
         l1, l2 = (float(v) for v in values.split(","))
     except ValueError:
-        raise ValueError(f"--target is ssim=L1,L2 or psnr=L1,L2, not {text!r}") from None
+        raise ValueError(usage) from None
     if not sep or name not in METRICS:
-        raise ValueError(f"--target is ssim=L1,L2 or psnr=L1,L2, not {text!r}")
+        raise ValueError(usage)
     if l2 >= l1:
         raise ValueError(f"--target {text!r}: the L2 value must be below the L1 value (more degradation)")
     return name, l1, l2
@@ -112,6 +117,9 @@ def calibrate(out: str | Path, sources: list[str] | None = None, degradations: l
     if target.startswith("reference="):
         return _reference(Path(out), Path(target.split("=", 1)[1]), seed, severities_file)
     metric, t1, t2 = parse_target(target)
+    if metric == "dprime":
+        return _observer(Path(out), sources, degradations, t1, t2, seed, device, limit, max(step, 0.1),
+                         severities_file)
     grid = tuple(round(step * k, 6) for k in range(1, int(round(1 / step)) + 1))
     registry = registry_for(severities_file)
     by_deg: dict[str, dict[float, list[float]]] = {}
@@ -153,8 +161,8 @@ def calibrate(out: str | Path, sources: list[str] | None = None, degradations: l
         chosen = {}
         for lv, goal in ((1, t1), (2, t2)):
             s = _crossing(x, fit, goal)          # s = 0 is the identity: SSIM 1, PSNR capped at 100 dB
-            if s is None:
-                chosen[lv] = (1.0, float(fit[-1]), f"not met: {METRICS[metric]} {fit[-1]:.3f} at s = 1")
+            if s is None:           # keep the level where it was, and say so
+                chosen[lv] = (0.5 * lv, float(fit[-1]), f"not met ({METRICS[metric]} {fit[-1]:.3f} at s = 1), kept")
             else:
                 got = float(np.interp(s, x, y))
                 chosen[lv] = (s, got, f"met at s = {s:.3f} of the table it was calibrated from")
@@ -217,5 +225,61 @@ def _reference(out: Path, tsv: Path, seed: int, severities_file: str | None) -> 
               "L1 / L2 severities make our output of the released L0 image as far from it as the released L1 / L2",
               "image is (median over the base items). Load with --severities FILE."]
     header += [f"Not fitted: {p}" for p in problems[:20]]
+    out.write_text(table_toml(tables, header))
+    return report
+
+
+def _observer(out: Path, sources: list[str] | None, degradations: list[str] | None, f1: float, f2: float,
+              seed: int, device: str, limit: int | None, step: float, severities_file: str | None) -> dict[str, Any]:
+    """L1 / L2 where the channelized Hotelling observer's d' falls to ``f1`` / ``f2`` of its clean value
+    (``observer_target``), for the display-domain models that apply to the calibration items."""
+    from .engine import Generator
+    from .eval.sweep_stats import isotonic_decreasing
+    from .observer_target import curve
+
+    if not 0 < f2 < f1 < 1:
+        raise ValueError("--target dprime=L1,L2 takes fractions of the clean d' with 1 > L1 > L2 > 0")
+    with tempfile.TemporaryDirectory() as tmp:
+        gen = Generator(sources or ["phantoms"], Path(tmp), degradations=degradations, levels=(0,), seed=seed,
+                        device=device, limit=limit, progress=False, severities_file=severities_file)
+        srcs, refs = gen._open_sources()
+        by_name = {s.name: s for s in srcs}
+        items = [it for ref in refs for it in gen._load(by_name, ref, 0)[0]]
+    grid = [round(step * k, 6) for k in range(1, int(round(1 / step)) + 1)]
+    data = f"{', '.join(gen.source_specs)} ({len(items)} items, seed {seed})"
+    tables: dict[str, SeverityTable] = {}
+    report: dict[str, Any] = {}
+    models = {d.name: d for sel in gen.selections for d in sel.models if d.in_default or degradations}
+    for name, deg in sorted(models.items()):
+        imgs = [np.clip((it.image - it.window[0]) / (it.window[1] - it.window[0]), 0, 1)
+                for it in items if deg.applies_to(it.modality)]
+        if deg.physical or len(imgs) < 4:
+            continue
+        c = curve(deg, imgs, grid, seed)
+        xs = sorted(c["d_prime"])
+        ratio = np.array([c["d_prime"][x] / c["d_prime"][0.0] for x in xs])
+        fit = isotonic_decreasing(ratio, np.ones(len(xs)))
+        chosen = {}
+        for lv, goal in ((1, f1), (2, f2)):
+            s = _crossing(np.array(xs), fit, goal)
+            chosen[lv] = ((0.5 * lv, f"not met (d' keeps {fit[-1]:.2f} of its clean value at s = 1), kept")
+                          if s is None else (s, f"met at s = {s:.3f} of the table it was calibrated from"))
+        params = {}
+        for p in deg.table.params.values():
+            prov = (f"[calibrated] observer target: CHO d' at {f1:g} / {f2:g} of its clean value (disc r "
+                    f"{4:g} px at clean d' 3, Laguerre-Gauss channels) on {data}: L1 {chosen[1][1]}, L2 "
+                    f"{chosen[2][1]}; the anchors it started from were {p.L1:g} / {p.L2:g} ({p.provenance})")
+            params[p.name] = ParamSpec(p.name, p.unit, p.identity, p.value(chosen[1][0]), p.value(chosen[2][0]),
+                                       prov, p.scale, p.size_ref_px, p.min_L1, p.min_L2)
+        tables[name] = SeverityTable(deg.table.name, deg.table.category, deg.table.medq_deg_id, deg.table.aliases,
+                                     deg.table.description, params, deg.table.modalities, deg.table.in_default)
+        report[name] = {"L1_severity": chosen[1][0], "L2_severity": chosen[2][0], "target": [f1, f2],
+                        "metric": "dprime", "met": [not c[1].startswith("not") for c in (chosen[1], chosen[2])],
+                        "d_prime": {f"{k:g}": round(v, 4) for k, v in c["d_prime"].items()}}
+    if not tables:
+        raise ValueError("no display-domain degradation applies to the calibration items")
+    header = ["Severity tables written by `medq-synth calibrate --target dprime=...`.",
+              f"Target: the model observer's d' at {f1:g} (L1) and {f2:g} (L2) of its clean value, on {data}.",
+              "Physical models are not calibrated this way. Load with --severities FILE."]
     out.write_text(table_toml(tables, header))
     return report
