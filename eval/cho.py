@@ -46,16 +46,12 @@ class Detectability:
 
 def detectability(t_absent: np.ndarray, t_present: np.ndarray) -> Detectability:
     """d' and AUC of a test statistic from its values on signal-absent and signal-present images."""
+    from .metrics import auroc
+
     t0, t1 = np.asarray(t_absent, np.float64), np.asarray(t_present, np.float64)
     d = float((t1.mean() - t0.mean()) / math.sqrt(0.5 * (t0.var(ddof=1) + t1.var(ddof=1))))
-    both = np.concatenate([t0, t1])
-    ranks = np.empty(both.size)
-    order = np.argsort(both, kind="stable")
-    ranks[order] = np.arange(1, both.size + 1)
-    for v in np.unique(both[np.diff(np.sort(both), prepend=np.nan) == 0]):     # average ranks of ties
-        ranks[both == v] = ranks[both == v].mean()
-    auc = float((ranks[t0.size:].sum() - t1.size * (t1.size + 1) / 2) / (t0.size * t1.size))
-    return Detectability(d, auc, 0.5 * (1 + math.erf(d / 2)), t0.size, t1.size)
+    auc = auroc(np.concatenate([t0, t1]), np.r_[np.zeros(t0.size, bool), np.ones(t1.size, bool)])
+    return Detectability(d, float(auc), 0.5 * (1 + math.erf(d / 2)), t0.size, t1.size)
 
 
 class CHO:

@@ -40,11 +40,12 @@ class ExampleStrips:
         folder = self.root / safe_name(deg)
         stem = safe_name(s.base_id)
         if deg != "none":
-            kept = sorted({p.name.split("__")[0] for p in folder.glob("*.png")}) if folder.exists() else []
-            if kept and stem > kept[0]:
+            kept = min((p.name.split("__")[0] for p in folder.glob("*.png")), default=None)
+            if kept is not None and stem > kept:
                 return
-            for p in folder.glob("*.png") if kept and stem < kept[0] else ():
-                p.unlink(missing_ok=True)
+            if kept is not None and stem < kept:           # a smaller base id replaces the kept one
+                for p in folder.glob("*.png"):
+                    p.unlink(missing_ok=True)
         folder.mkdir(parents=True, exist_ok=True)
         im = Image.fromarray(s.images[0]).convert("RGB")
         im.thumbnail((THUMB, THUMB))

@@ -6,8 +6,8 @@ Targets:
 - an image-quality band, ``ssim=A,B`` or ``psnr=A,B``: the mean over the calibration items, against L0, at
   L1 and at L2. The default, ``ssim=0.9,0.8``, is our choice: one SSIM band for every degradation, so that L1
   and L2 mean the same loss of structure whatever the degradation (MedQ-Deg's levels were chosen per type by
-  radiologists, which cannot guarantee that); on the phantoms every generic degradation but motion blur (SSIM
-  0.803 at its packaged L2) and movement (0.815) reaches it within the packaged range;
+  radiologists, which cannot guarantee that); a degradation whose packaged range cannot reach it (a mild
+  motion blur or movement, say) keeps that level, and its provenance says so;
 - ``dprime=A,B``: the model observer's d' falls to these fractions of its clean value (``observer_target``);
 - ``reference=PAIRS.tsv``: released L0 / L1 / L2 pairs (``reference_fit``).
 
@@ -28,7 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from .severity import ParamSpec, SeverityTable
+from .eval.sweep_stats import crossing
+from .severity import SeverityTable
 
 DEFAULT_TARGET = "ssim=0.9,0.8"
 METRICS = {"ssim": "SSIM", "psnr": "PSNR (dB)", "dprime": "observer d' / clean d'"}
@@ -100,10 +101,26 @@ def _curve(points: dict[float, list[float]], metric: str) -> tuple[np.ndarray, n
     return x, isotonic_decreasing(y, w)
 
 
-def _crossing(x: np.ndarray, fit: np.ndarray, level: float) -> float | None:
-    from .eval.sweep_stats import crossing
+def retabled(table: SeverityTable, s1: float, s2: float, note: str) -> SeverityTable:
+    """``table`` with its L1 / L2 anchors moved to its own values at severities ``s1`` / ``s2`` (at the reference
+    size, before scaling and floors; 0.5 / 1.0 keep a level), each provenance led by ``note``."""
+    from dataclasses import replace
 
-    return crossing(x, fit, level)
+    return replace(table, params={p.name: replace(
+        p, L1=p.value(s1), L2=p.value(s2),
+        provenance=f"{note}; the anchors it started from were {p.L1:g} / {p.L2:g} ({p.provenance})")
+        for p in table.params.values()})
+
+
+def _chosen(x: np.ndarray, fit: np.ndarray, t1: float, t2: float, at_end: str) -> dict[int, tuple[float, str]]:
+    """Per level, (severity, what happened): where the non-increasing ``fit`` reaches the level's target, or
+    the level kept where it was (0.5 / 1.0) when the searched range does not reach it."""
+    out = {}
+    for lv, goal in ((1, t1), (2, t2)):
+        s = crossing(x, fit, goal)
+        out[lv] = ((0.5 * lv, f"not met ({at_end} at s = 1), kept") if s is None
+                   else (s, f"met at s = {s:.3f} of the table it was calibrated from"))
+    return out
 
 
 def calibrate(out: str | Path, sources: list[str] | None = None, degradations: list[str] | None = None,
@@ -143,7 +160,7 @@ def calibrate(out: str | Path, sources: list[str] | None = None, degradations: l
             x, fit = _curve(by_deg[name], metric)
             fine: set[float] = set()
             for goal in (t1, t2):
-                s = _crossing(x, fit, goal)
+                s = crossing(x, fit, goal)
                 if s is None:
                     continue
                 j = int(np.searchsorted(x, s))
@@ -157,27 +174,12 @@ def calibrate(out: str | Path, sources: list[str] | None = None, degradations: l
     for name, points in sorted(by_deg.items()):
         deg = registry.resolve(name)
         x, fit = _curve(points, metric)
-        y = np.array([1.0 if metric == "ssim" else 100.0, *(np.mean(points[s]) for s in sorted(points))])
-        chosen = {}
-        for lv, goal in ((1, t1), (2, t2)):
-            s = _crossing(x, fit, goal)          # s = 0 is the identity: SSIM 1, PSNR capped at 100 dB
-            if s is None:           # keep the level where it was, and say so
-                chosen[lv] = (0.5 * lv, float(fit[-1]), f"not met ({METRICS[metric]} {fit[-1]:.3f} at s = 1), kept")
-            else:
-                got = float(np.interp(s, x, y))
-                chosen[lv] = (s, got, f"met at s = {s:.3f} of the table it was calibrated from")
-        params = {}
-        for p in deg.table.params.values():
-            l1, l2 = p.value(chosen[1][0]), p.value(chosen[2][0])
-            prov = (f"[calibrated] {METRICS[metric]} target {t1:g} / {t2:g} on {data}: L1 {chosen[1][2]}, "
-                    f"L2 {chosen[2][2]}; the anchors it started from were {p.L1:g} / {p.L2:g} ({p.provenance})")
-            params[p.name] = ParamSpec(p.name, p.unit, p.identity, l1, l2, prov, p.scale, p.size_ref_px,
-                                       p.min_L1, p.min_L2)
-        tables[name] = SeverityTable(deg.table.name, deg.table.category, deg.table.medq_deg_id,
-                                     deg.table.aliases, deg.table.description, params, deg.table.modalities,
-                                     deg.table.in_default)
+        chosen = _chosen(x, fit, t1, t2, f"{METRICS[metric]} {fit[-1]:.3f}")
+        note = (f"[calibrated] {METRICS[metric]} target {t1:g} / {t2:g} on {data}: L1 {chosen[1][1]}, "
+                f"L2 {chosen[2][1]}")
+        tables[name] = retabled(deg.table, chosen[1][0], chosen[2][0], note)
         report[name] = {"L1_severity": chosen[1][0], "L2_severity": chosen[2][0], "target": [t1, t2],
-                        "metric": metric, "met": [c[2].startswith("met") for c in (chosen[1], chosen[2])]}
+                        "metric": metric, "met": [chosen[lv][1].startswith("met") for lv in (1, 2)]}
     header = ["Severity tables written by `medq-synth calibrate`.",
               f"Target: mean {METRICS[metric]} against L0 of {t1:g} at L1 and {t2:g} at L2, on {data}.",
               "Load with --severities FILE (generate, run, sweep, list); entries replace the packaged tables."]
@@ -199,25 +201,11 @@ def _reference(out: Path, tsv: Path, seed: int, severities_file: str | None) -> 
     tables: dict[str, SeverityTable] = {}
     report: dict[str, Any] = {}
     for name, levels in sorted(fits.items()):
-        deg = registry.resolve(name)
-        params = {}
-        for p in deg.table.params.values():
-            anchors = {1: p.L1, 2: p.L2}
-            notes = []
-            for lv in (1, 2):
-                f = levels.get(lv)
-                if f is None:
-                    notes.append(f"L{lv} kept (no pairs)")
-                    continue
-                anchors[lv] = p.value(f["severity"])
-                notes.append(f"L{lv} at s = {f['severity']:.3f}, median residual {f['residual_grey']:.2f} grey "
-                             f"levels over {f['n']} pairs")
-            prov = (f"[fitted] reference pairs of {tsv.name} ({'; '.join(notes)}); the anchors it started from "
-                    f"were {p.L1:g} / {p.L2:g} ({p.provenance})")
-            params[p.name] = ParamSpec(p.name, p.unit, p.identity, anchors[1], anchors[2], prov, p.scale,
-                                       p.size_ref_px, p.min_L1, p.min_L2)
-        tables[name] = SeverityTable(deg.table.name, deg.table.category, deg.table.medq_deg_id, deg.table.aliases,
-                                     deg.table.description, params, deg.table.modalities, deg.table.in_default)
+        notes = [f"L{lv} at s = {f['severity']:.3f}, median residual {f['residual_grey']:.2f} grey levels over "
+                 f"{f['n']} pairs" if (f := levels.get(lv)) else f"L{lv} kept (no pairs)" for lv in (1, 2)]
+        tables[name] = retabled(registry.resolve(name).table, levels.get(1, {}).get("severity", 0.5),
+                                levels.get(2, {}).get("severity", 1.0),
+                                f"[fitted] reference pairs of {tsv.name} ({'; '.join(notes)})")
         report[name] = {"metric": "reference", "levels": levels, "met": [True, True], "target": [None, None],
                         "L1_severity": levels.get(1, {}).get("severity"),
                         "L2_severity": levels.get(2, {}).get("severity")}
@@ -235,7 +223,7 @@ def _observer(out: Path, sources: list[str] | None, degradations: list[str] | No
     (``observer_target``), for the display-domain models that apply to the calibration items."""
     from .engine import Generator
     from .eval.sweep_stats import isotonic_decreasing
-    from .observer_target import curve
+    from .observer_target import D0, RADIUS_PX, curve
 
     if not 0 < f2 < f1 < 1:
         raise ValueError("--target dprime=L1,L2 takes fractions of the clean d' with 1 > L1 > L2 > 0")
@@ -259,22 +247,12 @@ def _observer(out: Path, sources: list[str] | None, degradations: list[str] | No
         xs = sorted(c["d_prime"])
         ratio = np.array([c["d_prime"][x] / c["d_prime"][0.0] for x in xs])
         fit = isotonic_decreasing(ratio, np.ones(len(xs)))
-        chosen = {}
-        for lv, goal in ((1, f1), (2, f2)):
-            s = _crossing(np.array(xs), fit, goal)
-            chosen[lv] = ((0.5 * lv, f"not met (d' keeps {fit[-1]:.2f} of its clean value at s = 1), kept")
-                          if s is None else (s, f"met at s = {s:.3f} of the table it was calibrated from"))
-        params = {}
-        for p in deg.table.params.values():
-            prov = (f"[calibrated] observer target: CHO d' at {f1:g} / {f2:g} of its clean value (disc r "
-                    f"{4:g} px at clean d' 3, Laguerre-Gauss channels) on {data}: L1 {chosen[1][1]}, L2 "
-                    f"{chosen[2][1]}; the anchors it started from were {p.L1:g} / {p.L2:g} ({p.provenance})")
-            params[p.name] = ParamSpec(p.name, p.unit, p.identity, p.value(chosen[1][0]), p.value(chosen[2][0]),
-                                       prov, p.scale, p.size_ref_px, p.min_L1, p.min_L2)
-        tables[name] = SeverityTable(deg.table.name, deg.table.category, deg.table.medq_deg_id, deg.table.aliases,
-                                     deg.table.description, params, deg.table.modalities, deg.table.in_default)
+        chosen = _chosen(np.array(xs), fit, f1, f2, f"d' keeps {fit[-1]:.2f} of its clean value")
+        note = (f"[calibrated] observer target: CHO d' at {f1:g} / {f2:g} of its clean value (disc r {RADIUS_PX:g} "
+                f"px at clean d' {D0:g}, Laguerre-Gauss channels) on {data}: L1 {chosen[1][1]}, L2 {chosen[2][1]}")
+        tables[name] = retabled(deg.table, chosen[1][0], chosen[2][0], note)
         report[name] = {"L1_severity": chosen[1][0], "L2_severity": chosen[2][0], "target": [f1, f2],
-                        "metric": "dprime", "met": [not c[1].startswith("not") for c in (chosen[1], chosen[2])],
+                        "metric": "dprime", "met": [chosen[lv][1].startswith("met") for lv in (1, 2)],
                         "d_prime": {f"{k:g}": round(v, 4) for k, v in c["d_prime"].items()}}
     if not tables:
         raise ValueError("no display-domain degradation applies to the calibration items")

@@ -275,7 +275,7 @@ def _errors(out: str) -> list[dict]:
 
 def cmd_sweep(a: argparse.Namespace) -> int:
     from .eval.api import EvalError
-    from .eval.sweep import sweep
+    from .eval.sweep import _s50_text, sweep
     from .eval.sweep_stats import parse_grid
 
     try:
@@ -292,8 +292,6 @@ def cmd_sweep(a: argparse.Namespace) -> int:
         for r in rows:
             c = result["curves"][r["model"]][deg]
             clean = "-" if r["clean_accuracy"] is None else f"{100 * r['clean_accuracy']:.1f}"
-            from .eval.sweep import _s50_text
-
             print(f"{deg:<22} {r['model'][:28]:<28} {clean:>6}  {_s50_text(c)}")
     print(f"\nsweep: {a.out}/sweep.json, {a.out}/sweep.md, {a.out}/sweep.html")
     return 0

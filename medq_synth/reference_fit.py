@@ -41,7 +41,7 @@ def _rmse255(a: torch.Tensor, b: torch.Tensor) -> float:
 def pairs(path: Path) -> tuple[dict[tuple[str, int], list[tuple[str, str, np.ndarray, np.ndarray]]], list[str]]:
     """``{(medq_deg_id, level): [(base id, modality, clean, degraded), ...]}`` from a TSV holding the L0 and
     L1/L2 rows of the same base items; and the problems met (rows without a clean partner...)."""
-    from .eval.datasets import _base_id, _decode_image, tsv_rows
+    from .eval.datasets import _LEVELS, _base_id, _decode_image, tsv_rows
     from .items import OPTION_LETTERS, normalise_modality
     from .registry import canonical_id
 
@@ -54,19 +54,20 @@ def pairs(path: Path) -> tuple[dict[tuple[str, int], list[tuple[str, str, np.nda
     for r in rows:
         opts = {c: str(r[c]).strip() for c in OPTION_LETTERS if r.get(c) and str(r[c]).strip() not in ("nan", "None")}
         base = _base_id(r, opts)
-        sev = (r.get("degradation_severity") or "").strip().upper()
+        level = _LEVELS.get((r.get("degradation_severity") or "").strip().lower())
         typ = canonical_id((r.get("degradation_type") or "").strip().lower() or "none")
-        if sev in ("", "L0", "0", "NONE", "CLEAN") or typ == "none":
+        if level is None:
+            problems.append(f"row {r.get('index')}: unknown degradation_severity")
+        elif level == 0 or typ == "none":
             clean.setdefault(base, r)
         else:
-            degraded.append((base, r))
+            degraded.append((base, level, r))
     out: dict[tuple[str, int], list] = defaultdict(list)
-    for base, r in degraded:
+    for base, level, r in degraded:
         if base not in clean:
             problems.append(f"row {r.get('index')}: no L0 row of the same base item")
             continue
         typ = canonical_id((r.get("degradation_type") or "").strip().lower())
-        level = int((r.get("degradation_severity") or "L0").strip().upper().lstrip("L") or 0)
         try:
             x = _decode_image(clean[base], by_index, path.parent)
             y = _decode_image(r, by_index, path.parent)

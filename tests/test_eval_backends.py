@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 import threading
@@ -268,9 +269,39 @@ def test_served_logprobs_are_real_or_absent():
     assert post(NoLogprobs())["logprobs"] is None
 
 
+@contextlib.contextmanager
+def _scripted_http(respond):
+    """A local HTTP server whose n-th POST (from 1) gets ``respond(n)`` = (status, body, headers); yields its
+    /v1 base URL."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    hits = {"n": 0}
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *a):
+            pass
+
+        def do_POST(self):
+            hits["n"] += 1
+            self.rfile.read(int(self.headers["Content-Length"]))
+            code, body, headers = respond(hits["n"])
+            self.send_response(code)
+            for k, v in {"Content-Type": "application/json", "Content-Length": str(len(body)), **headers}.items():
+                self.send_header(k, v)
+            self.end_headers()
+            self.wfile.write(body)
+
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{srv.server_address[1]}/v1"
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
 def test_openai_unreachable_and_garbage_servers():
     import socket
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
     with socket.socket() as s:                       # a port with nothing listening
         s.bind(("127.0.0.1", 0))
@@ -279,72 +310,36 @@ def test_openai_unreachable_and_garbage_servers():
     r = b.answer(_queries(1), Decoding())[0]
     assert r.error and "cannot reach" in r.error and "after 3 attempt(s)" in r.error
 
-    hits = {"n": 0}
+    seen = []
 
-    class Flaky(BaseHTTPRequestHandler):
-        def log_message(self, *a):
-            pass
+    def respond(n):
+        seen.append(n)
+        if n == 1:
+            return 503, b'{"error": "busy"}', {}                                       # retried
+        if n == 2:
+            return 200, b'{"choices": [{"message": {"content": "The answer is B"}}]}', {}
+        return 200, b"<html>not json</html>", {"Content-Type": "text/html"}            # malformed: not retried
 
-        def do_POST(self):
-            hits["n"] += 1
-            self.rfile.read(int(self.headers["Content-Length"]))
-            if hits["n"] == 1:
-                body, code = b'{"error": "busy"}', 503               # retried
-            elif hits["n"] == 2:
-                body, code = b'{"choices": [{"message": {"content": "The answer is B"}}]}', 200
-            else:
-                body, code = b"<html>not json</html>", 200            # malformed: not retried
-            self.send_response(code)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), Flaky)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    try:
-        b = load_backend(f"openai:m@http://127.0.0.1:{srv.server_address[1]}/v1", concurrency=1)
+    with _scripted_http(respond) as url:
+        b = load_backend(f"openai:m@{url}", concurrency=1)
         first, second = b.answer(_queries(1), Decoding()), b.answer(_queries(1), Decoding())
-        assert first[0].text == "The answer is B" and first[0].letter_probs is None and hits["n"] == 3
+        assert first[0].text == "The answer is B" and first[0].letter_probs is None and len(seen) == 3
         assert second[0].error and "malformed response" in second[0].error
-    finally:
-        srv.shutdown()
-        srv.server_close()
 
 
 def test_openai_backend_honours_retry_after():
     """A 429 with Retry-After: 2 is retried after two seconds (the SDK's back-off alone would wait ~0.5 s)."""
     import time
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
     stamps: list[float] = []
 
-    class Limited(BaseHTTPRequestHandler):
-        def log_message(self, *a):
-            pass
+    def respond(n):
+        stamps.append(time.monotonic())
+        if n == 1:
+            return 429, b'{"error": {"message": "rate limited"}}', {"Retry-After": "2"}
+        return 200, b'{"choices": [{"index": 0, "message": {"role": "assistant", "content": "C"}}]}', {}
 
-        def do_POST(self):
-            stamps.append(time.monotonic())
-            self.rfile.read(int(self.headers["Content-Length"]))
-            if len(stamps) == 1:
-                body, code, extra = b'{"error": {"message": "rate limited"}}', 429, {"Retry-After": "2"}
-            else:
-                body, code, extra = b'{"choices": [{"index": 0, "message": {"role": "assistant", "content": "C"}}]}', \
-                    200, {}
-            self.send_response(code)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            for k, v in extra.items():
-                self.send_header(k, v)
-            self.end_headers()
-            self.wfile.write(body)
-
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), Limited)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    try:
-        b = load_backend(f"openai:m@http://127.0.0.1:{srv.server_address[1]}/v1", concurrency=1)
-        r = b.answer(_queries(1), Decoding(letter_probs=False))[0]
-        assert r.error is None and r.text == "C" and len(stamps) == 2
-        assert stamps[1] - stamps[0] >= 1.9
-    finally:
-        srv.shutdown()
-        srv.server_close()
+    with _scripted_http(respond) as url:
+        r = load_backend(f"openai:m@{url}", concurrency=1).answer(_queries(1), Decoding(letter_probs=False))[0]
+    assert r.error is None and r.text == "C" and len(stamps) == 2
+    assert stamps[1] - stamps[0] >= 1.9
