@@ -1,4 +1,5 @@
-"""The README's main job (`medq-synth run --out DIR`: phantoms, every default degradation, the observer) timed
+"""The README's main job (`medq-synth run --out DIR`: phantoms, every default degradation, the default
+model: the channelized Hotelling observer ``cho``) timed
 end to end in a subprocess, with its answer counts, coverage and per-level accuracy from metrics.json: the
 figures the README quotes. Writes benchmarks/results/main_job_<device>.md/json.
 
@@ -32,18 +33,26 @@ def main() -> None:
                         "--no-progress"], check=True, cwd=ROOT, capture_output=True)
         wall = time.perf_counter() - t0
         m = json.loads((Path(tmp) / "metrics.json").read_text())
-    lab = m["labels"]["observer"]
+    lab = m["labels"]["cho"]
     acc = lab["accuracy_by"]["level"]
+    info = lab["information_removing"]
+    mean = info["mean_accuracy_by_level"]
     row = {"wall_s": round(wall, 1), "answered": lab["n"], "abstained": lab["n_abstained"],
            "coverage": lab["coverage"], "accuracy_L0": acc.get("L0"), "accuracy_L1": acc.get("L1"),
-           "accuracy_L2": acc.get("L2"), "parse_rate": lab["parse_rate"]}
+           "accuracy_L2": acc.get("L2"), "parse_rate": lab["parse_rate"],
+           "info_removing": sorted(info["degradations"]), "info_removing_L0": mean["L0"],
+           "info_removing_L1": mean["L1"], "info_removing_L2": mean["L2"]}
     pct = lambda v: f"{100 * v:.1f} %" if v is not None else "-"      # noqa: E731
     write_results(a.out, f"main_job_{torch.device(a.device).type}", base_meta(a.device), [row],
-                  "The README's main job: `medq-synth run --out DIR` (phantoms, default degradations, observer)",
+                  "The README's main job: `medq-synth run --out DIR` (phantoms, default degradations, the cho "
+                  "observer); "
+                  f"'info-removing' is the mean over the {len(info['degradations'])} information-removing "
+                  "degradations (medq_synth/information.py)",
                   ["wall time (s, install excluded)", "answers", "abstentions", "coverage", "accuracy L0",
-                   "accuracy L1", "accuracy L2"],
+                   "accuracy L1", "accuracy L2", "info-removing L0", "info-removing L1", "info-removing L2"],
                   [[f"{row['wall_s']}", str(row["answered"]), str(row["abstained"]), pct(row["coverage"]),
-                    pct(row["accuracy_L0"]), pct(row["accuracy_L1"]), pct(row["accuracy_L2"])]])
+                    pct(row["accuracy_L0"]), pct(row["accuracy_L1"]), pct(row["accuracy_L2"]),
+                    pct(row["info_removing_L0"]), pct(row["info_removing_L1"]), pct(row["info_removing_L2"])]])
 
 
 if __name__ == "__main__":

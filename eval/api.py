@@ -50,7 +50,7 @@ def _finish(out: Path, store: Store, setting: Setting, stats: LoopStats, extra: 
     return metrics
 
 
-def run(out: str | Path, model: str | Backend = "observer", sources: list[str] | None = None,
+def run(out: str | Path, model: str | Backend = "cho", sources: list[str] | None = None,
         degradations: list[str] | None = None, levels: tuple[int, ...] = (0, 1, 2),
         severities: tuple[float, ...] = (), seed: int = 0, device: str = "auto", batch_size: int = 16,
         limit: int | None = None, template: str = "medq-deg", decoding: Decoding | None = None,
@@ -116,7 +116,7 @@ def _gold_answers(gen) -> list[tuple[str, str | None]]:
     return answers
 
 
-def evaluate_data(data: str | Path, out: str | Path, model: str | Backend = "observer", device: str = "auto",
+def evaluate_data(data: str | Path, out: str | Path, model: str | Backend = "cho", device: str = "auto",
                   template: str = "medq-deg", decoding: Decoding | None = None, model_batch_size: int = 8,
                   label: str | None = None, progress: bool = True, judge: str | None = None,
                   n_boot: int = 1000, backend_options: dict[str, Any] | None = None,

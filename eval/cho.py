@@ -68,7 +68,10 @@ class CHO:
         return np.asarray(images, np.float64).reshape(len(images), -1) @ self.channels.T
 
     def fit(self, absent: np.ndarray, present: np.ndarray) -> CHO:
-        v0, v1 = self.channelize(absent), self.channelize(present)
+        return self.fit_channels(self.channelize(absent), self.channelize(present))
+
+    def fit_channels(self, v0: np.ndarray, v1: np.ndarray) -> CHO:
+        """Fit from channel outputs ``(N, J)`` already computed (a scanning observer's channel maps)."""
         s = 0.5 * (np.cov(v0, rowvar=False) + np.cov(v1, rowvar=False))
         s = np.atleast_2d(s) + 1e-9 * np.trace(np.atleast_2d(s)) / len(self.channels) * np.eye(len(self.channels))
         self.w = np.linalg.solve(s, v1.mean(axis=0) - v0.mean(axis=0))

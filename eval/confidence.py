@@ -52,8 +52,9 @@ def expected_vote_confidence(probs: np.ndarray, t: int) -> float:
     k = p.size
     counts, logcoef, conf = _compositions(int(t), k)
     with np.errstate(divide="ignore"):
-        logp = np.log(p)
-    terms = np.where(counts > 0, counts * logp[None, :], 0.0).sum(axis=1)
+        logp = np.where(p > 0, np.log(p), 0.0)
+    terms = (counts * logp[None, :]).sum(axis=1)
+    terms = np.where((counts[:, p <= 0] > 0).any(axis=1), -np.inf, terms)    # a vote for a letter of p = 0
     return float((np.exp(logcoef + terms) * conf).sum())
 
 

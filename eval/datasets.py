@@ -59,9 +59,20 @@ def job_sample(job, images: list[np.ndarray], params: dict[str, Any] | None = No
             "medq_deg_id": job.deg.table.medq_deg_id if job.deg else "none",
             "category": job.deg.category if job.deg else "none", "level": job.level, "level_key": job.level_key,
             "severity": job.severity, "capability": extra.get("capability"), "task": extra.get("task"),
-            "region": extra.get("region"), "params": params}
+            "region": extra.get("region"), "params": params, "lesion_quadrants": _lesion_quadrants(job)}
     return Sample(output_id=job.output_id, base_id=job.item.id, images=images, question=qa.question,
                   options=dict(qa.options), answer=qa.answer, meta=meta)
+
+
+def _lesion_quadrants(job) -> list[str] | None:
+    """The quadrants holding a phantom lesion centre (the truth a model observer's detectability is scored
+    against, never shown to a model), or None where unknown or moved by a geometric degradation."""
+    lesions = job.item.qa.extra.get("lesions")
+    if lesions is None or (job.deg is not None and job.deg.name in GEOMETRIC):
+        return None
+    h, w = job.item.image.shape[-2:]
+    return sorted({("lower" if y >= h / 2 else "upper") + "-" + ("right" if x >= w / 2 else "left")
+                   for x, y, *_ in lesions})
 
 
 # Phantom questions about where a lesion is are not invariant under these transforms (a 153 degree rotation

@@ -15,7 +15,7 @@ from .parsing import PARSERS, UNPARSED, default_parser, is_hit, parse_verbal_con
 from .prompts import free_prompt, mcq_prompt, template_digest
 
 META_FIELDS = ("source", "modality", "degradation", "medq_deg_id", "category", "level", "level_key", "severity",
-               "capability", "task")
+               "capability", "task", "lesion_quadrants")
 
 
 @dataclass
@@ -127,4 +127,6 @@ def make_record(s: Sample, setting: Setting, reply: Reply) -> dict[str, Any]:
     rec["top"] = {k: round(v, 8) for k, v in top.items()}
     rec["top_correct"] = top_ok
     rec["unparsed"] = preds[parser] == UNPARSED
+    if reply.statistics is not None:
+        rec["observer"] = reply.statistics
     return rec

@@ -199,6 +199,7 @@ def _markdown(metrics: dict[str, Any], plots: list[tuple[str, str]]) -> str:
         lines += ["", "| degradation | L0 | L1 | L2 |", "|---|---|---|---|"]
         for d, by in m["accuracy_by_degradation_level"].items():
             lines.append(f"| {d} | " + " | ".join(_fmt(by.get(lv)) for lv in LEVELS) + " |")
+        lines += _information_section(m)
         if m.get("judge"):
             j = m["judge"]
             lines += ["", "Four-axis judge (0-2 each; overall = sum of means, max 8): "
@@ -206,6 +207,39 @@ def _markdown(metrics: dict[str, Any], plots: list[tuple[str, str]]) -> str:
     if plots:
         lines += ["", "## Plots", ""] + [f"![{t}]({p})" for t, p in plots]
     return "\n".join(lines) + "\n"
+
+
+def _information_section(m: dict[str, Any]) -> list[str]:
+    """Mean accuracy over the information-removing degradations, and the observer's d' / AUC per degradation
+    and level where the model reports a decision statistic."""
+    lines: list[str] = []
+    info = m.get("information_removing")
+    if info:
+        mean = info["mean_accuracy_by_level"]
+        lines += ["", "Information-removing degradations (noise, or an operator with a null space; "
+                  "`medq_synth/information.py`): "
+                  + ", ".join(f"{d} ({why})" for d, why in info["degradations"].items())
+                  + ".", "", "Mean accuracy over them (each degradation weighs the same): "
+                  + ", ".join(f"{lv} {_fmt(v)}" for lv, v in mean.items())
+                  + (" - falls strictly from L0 to L1 to L2." if info["falls_strictly"]
+                     else " - does NOT fall strictly.")]
+        if info["not_falling"]:
+            lines.append("Among them, accuracy does not fall strictly for: " + ", ".join(info["not_falling"])
+                         + " (see d' below: the statistic's separation can fall while every answer stays right).")
+        lines.append("The others (brightness, contrast, exposure, rotation, movement, structured artifacts) leave "
+                     "the lesion in the image; a reader may still be fooled by them, and their accuracy may stay flat.")
+    det = m.get("detectability_by_degradation_level")
+    if det:
+        lines += ["", "Model observer detectability: d' and AUC of its maximum statistic per image quadrant, "
+                  "quadrants with a lesion centre against empty ones (geometric degradations excluded: they move "
+                  "the lesions). Per modality: the statistics of different modalities are not on one scale.", "",
+                  "| degradation (modality) | d' L0 | d' L1 | d' L2 | AUC L0 | AUC L1 | AUC L2 |",
+                  "|---|---|---|---|---|---|---|"]
+        for d, row in det.items():
+            dp = " | ".join(f"{row[lv]['d_prime']:.2f}" if lv in row else "-" for lv in LEVELS)
+            au = " | ".join(f"{row[lv]['auc']:.3f}" if lv in row else "-" for lv in LEVELS)
+            lines.append(f"| {d} | {dp} | {au} |")
+    return lines
 
 
 def _html(md: str) -> str:
@@ -277,4 +311,8 @@ def level_table(metrics: dict[str, Any]) -> str:
                  f"{c['calibration_shift_by_level'].get('L2', float('nan')):+.3f}") if c else "-"
         rows.append(f"{lab[:28]:<28} {m['n']:>6} " + " ".join(f"{_fmt(acc.get(lv)):>7}" for lv in LEVELS)
                     + f"   {_fmt(m['parse_rate']):>5}  {_fmt(m.get('coverage')):>5}  {shift}")
+        if info := m.get("information_removing"):
+            name = f"  mean of {len(info['degradations'])} info-removing"
+            rows.append(f"{name[:28]:<28} {'':>6} " + " ".join(f"{_fmt(info['mean_accuracy_by_level'][lv]):>7}"
+                                                             for lv in LEVELS))
     return "\n".join(rows)

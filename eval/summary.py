@@ -117,6 +117,63 @@ def summarise(records: list[dict[str, Any]], n_failed: int = 0, n_boot: int = 10
     out["bootstrap_95"] = M.paired_bootstrap([r["base_id"] for r in recs], [r["level"] for r in recs],
                                              [r["correct"] for r in recs], n_boot)
     out["confidence"] = {src: c for src in CONF_SOURCES if (c := _confidence(recs, src))}
+    if det := detectability_by_degradation_level(mcq):
+        out["detectability_by_degradation_level"] = det
+    if info := information_removing(out["accuracy_by_degradation_level"]):
+        out["information_removing"] = info
+    return out
+
+
+def information_removing(by_deg_level: dict[str, dict[str, float]]) -> dict[str, Any] | None:
+    """Mean accuracy per level over the evaluated degradations that remove information (each degradation
+    weighs the same), and which of them do not fall strictly from L0 to L1 to L2."""
+    from medq_synth.information import INFORMATION_REMOVING
+
+    names = [d for d in by_deg_level if d in INFORMATION_REMOVING and all(lv in by_deg_level[d]
+                                                                          for lv in ("L0", "L1", "L2"))]
+    if not names:
+        return None
+    mean = {lv: float(np.mean([by_deg_level[d][lv] for d in names])) for lv in ("L0", "L1", "L2")}
+    not_falling = [d for d in names if not by_deg_level[d]["L0"] > by_deg_level[d]["L1"] > by_deg_level[d]["L2"]]
+    return {"degradations": {d: INFORMATION_REMOVING[d] for d in names}, "mean_accuracy_by_level": mean,
+            "falls_strictly": mean["L0"] > mean["L1"] > mean["L2"], "not_falling": not_falling}
+
+
+def _quadrant_samples(records: list[dict[str, Any]]) -> tuple[list[float], list[float]]:
+    t0, t1 = [], []
+    for r in records:
+        for q, t in r["observer"]["quadrant_max"].items():
+            if t is not None and np.isfinite(t):
+                (t1 if q in r["lesion_quadrants"] else t0).append(float(t))
+    return t0, t1
+
+
+def detectability_by_degradation_level(records: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, float]]]:
+    """A model observer's d' and AUC per degradation, modality (statistics of different modalities have
+    different scales, so they are not pooled) and level: its maximum statistic in each quadrant of
+    each answered image (the statistic does not depend on the question) against the truth, quadrant holds a
+    lesion centre or not (abstentions carry no statistic). L0 rows are the clean images of the base items the
+    degradation was applied to. Needs records with ``observer.quadrant_max`` and ``lesion_quadrants``."""
+    from .cho import detectability
+
+    usable = [r for r in records if (r.get("observer") or {}).get("quadrant_max")
+              and r.get("lesion_quadrants") is not None]
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for name, modality in sorted({(str(r["degradation"]), str(r["modality"])) for r in usable if r["level"] != 0}):
+        bases = {r["base_id"] for r in usable if str(r["degradation"]) == name and str(r["modality"]) == modality}
+        groups: dict[str, list] = defaultdict(list)
+        for r in usable:
+            if r["base_id"] in bases and (str(r["degradation"]) == name or r["level"] == 0):
+                groups[r["level_key"]].append(r)
+        row = {}
+        for key in sorted(groups, key=_level_order):
+            t0, t1 = _quadrant_samples(groups[key])
+            if len(t0) >= 2 and len(t1) >= 2:
+                d = detectability(np.array(t0), np.array(t1))
+                row[key] = {"d_prime": round(d.d_prime, 4), "auc": round(d.auc, 4), "n_absent": d.n_absent,
+                            "n_present": d.n_present}
+        if row:
+            out[f"{name} ({modality})"] = row
     return out
 
 

@@ -47,8 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("--severities", default=None, metavar="FILE", help="show these tables instead of the packaged")
 
     model = argparse.ArgumentParser(add_help=False)
-    model.add_argument("--model", default="observer",
-                       help="hf:PATH_OR_ID, vllm:ID, openai:MODEL@URL, observer (default), random or majority")
+    model.add_argument("--model", default="cho",
+                       help="hf:PATH_OR_ID, vllm:ID, openai:MODEL@URL, cho (default: the channelized Hotelling "
+                       "observer), observer (classical blob detector), random or majority")
     model.add_argument("--template", default="medq-deg", help="prompt template: medq-deg, medq-bench or verbal")
     model.add_argument("--parser", choices=("vlmevalkit", "cascade", "strict"), default="",
                        help="answer parser that scores accuracy (default: vlmevalkit, the released MedQ-Deg "
@@ -86,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     sw = sub.add_parser("sweep", help="models x degradations x a severity grid: curves, breaking points (s50)")
     sw.add_argument("--out", required=True, help="output folder (a rerun with the same arguments resumes)")
     sw.add_argument("--model", action="append", default=None,
-                    help="model spec, repeatable (default: observer); as for run")
+                    help="model spec, repeatable (default: cho); as for run")
     sw.add_argument("--grid", default="0:1:0.1", help="severities: start:stop:step (stop included) or a comma list")
     sw.add_argument("--source", action="append", default=None, help="as for generate (default: phantoms)")
     sw.add_argument("--degradations", type=_csv_list, default=None)
@@ -280,7 +281,7 @@ def cmd_sweep(a: argparse.Namespace) -> int:
 
     try:
         grid = parse_grid(a.grid)
-        result = sweep(a.out, a.model or ["observer"], grid, sources=a.source, degradations=a.degradations,
+        result = sweep(a.out, a.model or ["cho"], grid, sources=a.source, degradations=a.degradations,
                        seed=a.seed, device=a.device, limit=a.limit, batch_size=a.batch_size,
                        model_batch_size=a.model_batch_size, n_boot=a.bootstrap, progress=not a.no_progress,
                        template=a.template, severities_file=a.severities)

@@ -34,9 +34,14 @@ def test_readme_figures_come_from_committed_results():
     for ref in set(re.findall(r"benchmarks/results/([\w.\-]+\.md)", readme)):
         assert (ROOT / "benchmarks/results" / ref).exists(), ref
     job = json.loads((ROOT / "benchmarks/results/main_job_cpu.json").read_text())["rows"][0]
-    m = re.search(r"(\d+) answers and (\d+) abstentions in about (\d+) s", readme)
+    m = re.search(r"(\d+) answers\s+and (\d+) abstentions in about (\d+) s", readme)
     assert m and (int(m[1]), int(m[2])) == (job["answered"], job["abstained"])
     assert abs(int(m[3]) - job["wall_s"]) <= 2
+    acc = re.search(r"\(([\d.]+) % at L0; over the information-removing degradations ([\d.]+) / ([\d.]+) / ([\d.]+) %",
+                    " ".join(readme.split()))
+    assert acc, "the README quotes the main job's L0 accuracy and its information-removing means"
+    want = [job["accuracy_L0"], job["info_removing_L0"], job["info_removing_L1"], job["info_removing_L2"]]
+    assert [float(v) for v in acc.groups()] == [round(100 * v, 1) for v in want]
     ev = json.loads((ROOT / "benchmarks/results/eval_throughput_cpu.json").read_text())["rows"]
     # the letter-probability figure is measured, not the model-only figure printed twice
     assert all("greedy_text_items_s" in r and "letter_probs_items_s" not in r for r in ev)

@@ -178,14 +178,14 @@ def test_report_merges_models_and_cli_prints_table(tmp_path):
     a, b = tmp_path / "obs", tmp_path / "rnd"
     args = ["--limit", "4", "--degradations", "gaussian_noise", "--device", "cpu", "--bootstrap", "20", "--no-progress"]
     r = subprocess.run(_cli("run", *args, "--out", str(a)), capture_output=True, text=True, cwd=ROOT, check=True)
-    assert "observer" in r.stdout and "L2" in r.stdout
+    assert "cho" in r.stdout and "L2" in r.stdout
     subprocess.run(_cli("run", *args, "--model", "random", "--trials", "3", "--out", str(b)), check=True,
                    capture_output=True, cwd=ROOT)
     m = report([a, b], tmp_path / "merged", n_boot=20)
-    assert set(m["labels"]) == {"observer", "random"}
+    assert set(m["labels"]) == {"cho", "random"}
     assert set(m["labels"]["random"]["confidence"]) == {"letter", "vote"}
     md = (tmp_path / "merged" / "report.md").read_text()
-    assert "| observer |" in md and "| random |" in md
+    assert "| cho |" in md and "| random |" in md
     # the plots hold data, not just axes: the first series colour (matplotlib's C0) is drawn in each, and the
     # per-degradation figure has one panel per model with its line in each half
     from PIL import Image
@@ -244,6 +244,42 @@ def test_default_model_abstains_instead_of_guessing(tmp_path, capsys):
     preds = _preds(tmp_path / "e")
     assert preds and all(p["abstained"] and p["pred"] is None and p["correct"] is None for p in preds)
     m = run(tmp_path / "r", degradations=["gaussian_noise"], limit=8, device="cpu", progress=False, n_boot=10)
-    lab = m["labels"]["observer"]
+    lab = m["labels"]["cho"]
     assert 0 < lab["coverage"] <= 1 and lab["n"] + lab["n_abstained"] == len(_preds(tmp_path / "r"))
     assert lab["n"] == sum(not p.get("abstained") for p in _preds(tmp_path / "r"))
+
+
+def test_default_job_tells_the_story(tmp_path, capsys):
+    """The README's main job (`medq-synth run --out DIR`, every default): the cho observer reads >= 90 % of the
+    clean phantom questions, and its mean accuracy over the information-removing degradations falls strictly
+    from L0 to L1 to L2 - recomputed here from predictions.jsonl; the table and report say so."""
+    from medq_synth.cli import main
+    from medq_synth.information import INFORMATION_REMOVING
+
+    assert main(["run", "--out", str(tmp_path), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    preds = [p for p in _preds(tmp_path) if not p.get("abstained")]
+    l0 = [p["correct"] for p in preds if p["level"] == 0]
+    assert len(l0) >= 20 and np.mean(l0) >= 0.9
+    per_deg = {}
+    for d in {p["degradation"] for p in preds} & set(INFORMATION_REMOVING):
+        bases = {p["base_id"] for p in preds if p["degradation"] == d}
+        per_deg[d] = [np.mean([p["correct"] for p in preds if p["base_id"] in bases
+                               and (p["level"] == 0 or p["degradation"] == d) and p["level"] == lv])
+                      for lv in (0, 1, 2)]
+    assert {"gaussian_noise", "gaussian_blur", "low_resolution", "ct_low_dose", "ct_sparse_view",
+            "ct_limited_angle", "mri_undersampling"} <= set(per_deg)
+    mean = np.mean(list(per_deg.values()), axis=0)
+    assert mean[0] > mean[1] > mean[2], per_deg
+    lab = json.loads((tmp_path / "metrics.json").read_text())["labels"]["cho"]
+    info = lab["information_removing"]
+    assert set(info["degradations"]) == set(per_deg) and info["falls_strictly"]
+    np.testing.assert_allclose([info["mean_accuracy_by_level"][k] for k in ("L0", "L1", "L2")], mean, atol=1e-12)
+    row = next(line for line in printed.splitlines() if "info-removing" in line)
+    assert [float(v) for v in row.split()[-3:]] == [round(100 * v, 1) for v in mean]
+    md = (tmp_path / "report.md").read_text()
+    assert "falls strictly from L0 to L1 to L2" in md and all(d in md for d in per_deg)
+    det = lab["detectability_by_degradation_level"]       # d' per degradation (modality): lower at L2
+    rows = [row for key, row in det.items() if key.split(" (")[0] in per_deg and {"L0", "L2"} <= set(row)]
+    assert len(rows) >= 10
+    assert np.mean([r["L2"]["d_prime"] for r in rows]) < np.mean([r["L0"]["d_prime"] for r in rows])

@@ -1,5 +1,5 @@
 """Severity sweeps: the breaking-point statistics against analytic curves, and `sweep` end to end with the
-observer and a tiny forced-answer model, including a SIGKILL and resume."""
+model observer (cho) and a tiny forced-answer model, including a SIGKILL and resume."""
 
 from __future__ import annotations
 
@@ -75,14 +75,14 @@ def forced(tmp_path_factory):
 def test_sweep_writes_curves_breaking_points_and_heat_map(tmp_path, forced):
     from medq_synth.eval.sweep import sweep
 
-    res = sweep(tmp_path, ["observer", forced], [0.0, 0.5, 1.0], sources=["phantoms:2"],
+    res = sweep(tmp_path, ["cho", forced], [0.0, 0.5, 1.0], sources=["phantoms:2"],
                 degradations=["gaussian_noise", "gaussian_blur"], device="cpu", progress=False, n_boot=100)
-    assert set(res["models"]) == {"observer", "forced-A"}
+    assert set(res["models"]) == {"cho", "forced-A"}
     for deg in ("gaussian_noise", "gaussian_blur"):
         c = res["curves"]["forced-A"][deg]
         assert c["s50"] is None and c["s50_status"] in ("not reached", "undefined (clean accuracy at chance)")
         assert len(set(c["accuracy"])) == 1              # a forced answer does not change with the image
-        assert [r["model"] for r in res["comparison"][deg]][-1] in ("forced-A", "observer")
+        assert [r["model"] for r in res["comparison"][deg]][-1] in ("forced-A", "cho")
         assert (tmp_path / f"plots/curve_{deg}.png").exists() and (tmp_path / f"plots/examples_{deg}.png").exists()
     assert (tmp_path / "plots/s50_heatmap.png").exists()
     md = (tmp_path / "sweep.md").read_text()

@@ -1,7 +1,8 @@
 """Model backends behind one interface: a batch of queries (images + prompt) in, one Reply per query out.
 
 Specs: ``hf:PATH_OR_ID``, ``vllm:ID``, ``openai:MODEL@URL`` (URL of an OpenAI-compatible ``/v1``), and the
-baselines ``observer``, ``random`` and ``majority``."""
+baselines ``cho`` (the channelized Hotelling observer, the default), ``observer`` (the classical blob
+detector), ``random`` and ``majority``."""
 
 from __future__ import annotations
 
@@ -22,6 +23,10 @@ def load_backend(spec: str, device: str = "auto", **options: Any) -> Backend:
 
 def _load(spec: str, device: str, **options: Any) -> Backend:
     kind, _, rest = spec.partition(":")
+    if kind == "cho" and not rest:
+        from .cho_reader import ChoObserver
+
+        return ChoObserver(**options)
     if kind in ("observer", "random", "majority") and not rest:
         from .baselines import BASELINES
 
@@ -42,4 +47,4 @@ def _load(spec: str, device: str, **options: Any) -> Backend:
             raise BackendError(f"openai spec needs MODEL@URL, e.g. openai:qwen@http://127.0.0.1:8000/v1, not {spec!r}")
         return OpenAIBackend(model, url, **options)
     raise BackendError(f"unknown model spec {spec!r}: use hf:PATH, vllm:ID, openai:MODEL@URL, "
-                       "observer, random or majority")
+                       "cho, observer, random or majority")

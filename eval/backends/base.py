@@ -56,6 +56,8 @@ class Reply:
     # the first generated position's most likely tokens with their real log-probabilities, most likely first
     # (what ``medq-synth serve`` returns as ``top_logprobs``; None when the backend has none)
     first_logprobs: list[tuple[str, float]] | None = None
+    # a model observer's decision statistics (recorded as ``observer``: e.g. the CHO's maximum per quadrant)
+    statistics: dict | None = None
 
 
 class Backend:

@@ -27,7 +27,7 @@ def _unit(key: str, salt: str) -> float:
     return int.from_bytes(hashlib.sha256(f"{salt}\0{key}".encode()).digest()[:8], "big") / 2.0 ** 64
 
 
-def _letter_reply(letter: str, probs: dict[str, float], decoding: Decoding, key: str) -> Reply:
+def letter_reply(letter: str, probs: dict[str, float], decoding: Decoding, key: str) -> Reply:
     samples = []
     if decoding.trials:       # votes drawn from the same distribution, seeded by the query key
         letters, p = zip(*sorted(probs.items()), strict=True)
@@ -51,7 +51,7 @@ class RandomBaseline(Backend):
         for q in queries:
             letters = q.letters or "AB"
             pick = letters[int(_unit(q.key, "random") * len(letters))]
-            out.append(_letter_reply(pick, {c: 1.0 / len(letters) for c in letters}, decoding, q.key))
+            out.append(letter_reply(pick, {c: 1.0 / len(letters) for c in letters}, decoding, q.key))
         return out
 
 
@@ -79,7 +79,7 @@ class MajorityBaseline(Backend):
             total = sum(counts[c] for c in q.letters)
             probs = {c: (counts[c] / total if total else 1.0 / len(q.letters)) for c in q.letters}
             best = max(q.letters, key=lambda c: (counts[c], -q.letters.index(c)))
-            out.append(_letter_reply(best, probs, decoding, q.key))
+            out.append(letter_reply(best, probs, decoding, q.key))
         return out
 
 
@@ -119,13 +119,39 @@ def _sigmoid(x: float) -> float:
     return 1.0 / (1.0 + math.exp(-x))
 
 
-class Observer(Backend):
+class ImageReader(Backend):
+    """A baseline that reads the image of a multiple-choice question: ``_read`` gives its letter
+    probabilities and the decision statistics behind them (or None), or the reason it abstains."""
+
+    gives_letter_probs = True
+
+    def _read(self, q: Query) -> tuple[dict[str, float], dict | None] | str:
+        raise NotImplementedError
+
+    def answer(self, queries: list[Query], decoding: Decoding) -> list[Reply]:
+        out = []
+        for q in queries:
+            if not q.letters or not q.images:
+                out.append(Reply(error=f"{self.name} answers multiple-choice questions about one image only"))
+                continue
+            got = self._read(q)
+            if isinstance(got, str):
+                out.append(Reply(abstain=got))
+                continue
+            probs, stats = got
+            best = max(q.letters, key=lambda c: (probs[c], -q.letters.index(c)))
+            reply = letter_reply(best, probs, decoding, q.key)
+            reply.statistics = stats
+            out.append(reply)
+        return out
+
+
+class Observer(ImageReader):
     """Classical reader of the phantom questions (``meta['task']``: lesion_presence / lesion_count /
     lesion_side). It abstains (no answer, recorded with the reason) on any other question, and on a side
     question when it finds no lesion: a uniform guess with a tie-break would report "always A" as accuracy."""
 
     name = "observer"
-    gives_letter_probs = True
 
     def _probs(self, q: Query) -> dict[str, float] | str:
         """Letter probabilities, or the reason the observer cannot answer."""
@@ -154,19 +180,9 @@ class Observer(Backend):
         return (f"not a question the observer reads (task {task!r}, options {letters}; it reads the phantoms' "
                 "lesion presence, count and side questions)")
 
-    def answer(self, queries: list[Query], decoding: Decoding) -> list[Reply]:
-        out = []
-        for q in queries:
-            if not q.letters or not q.images:
-                out.append(Reply(error="the observer answers multiple-choice questions about one image only"))
-                continue
-            probs = self._probs(q)
-            if isinstance(probs, str):
-                out.append(Reply(abstain=probs))
-                continue
-            best = max(q.letters, key=lambda c: (probs[c], -q.letters.index(c)))
-            out.append(_letter_reply(best, probs, decoding, q.key))
-        return out
+    def _read(self, q: Query) -> tuple[dict[str, float], dict | None] | str:
+        probs = self._probs(q)
+        return probs if isinstance(probs, str) else (probs, None)
 
 
 BASELINES = {"random": RandomBaseline, "majority": MajorityBaseline, "observer": Observer}

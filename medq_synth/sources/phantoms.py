@@ -1,16 +1,18 @@
 """The embedded default data: seeded procedural phantoms plus real images shipped by installed packages.
 
 Procedural phantoms (256 x 256, fixed per index, independent of ``--seed``):
-- CT (HU, 1.5 mm pixels): abdomen with fat, liver, spleen, kidneys, aorta, vertebra and 0-3 low-contrast
-  (25-45 HU) focal lesions.
+- CT (HU, 1.5 mm pixels): abdomen with fat, liver, spleen, kidneys, aorta, vertebra and 0-3 focal lesions
+  (40-70 HU against their surroundings, kept clear of the aorta, the vertebra and the fat layer).
 - MRI (T2-weighted magnitude, a.u., CSF = 1): head with scalp, skull, CSF, grey and white matter, ventricles
-  and 0-3 hyperintense white-matter lesions; odd indices are raw 8-coil acquisitions (smooth phase, birdcage
-  coils, centred k-space) whose image is the root-sum-of-squares reconstruction.
+  and 0-3 hyperintense white-matter lesions (T2 signal 0.56-0.62 against white matter 0.42); odd indices are
+  raw 8-coil acquisitions (smooth phase, birdcage coils, centred k-space) whose image is the root-sum-of-squares
+  reconstruction.
 - Ultrasound (B-mode, 60 dB log compression): an echogenicity map of layered soft tissue with anechoic cysts
   (with posterior enhancement) and hyperechoic lesions, rendered with speckle through the us_speckle model at
   its identity settings (7.5 MHz, F# 2); the item carries the map.
 - X-ray (PA chest radiograph as the line integral p = sum mu dl through ellipsoids, 1.5625 mm pixels): torso,
-  lungs, heart, spine, ribs and 0-3 pulmonary nodules.
+  lungs, heart, spine, ribs and 0-3 dense pulmonary nodules (7.8-14 mm radius, 0.07 / mm) away from the
+  lung edges.
 Lesion centres keep clear of the image midlines so that the side and quadrant answers are unambiguous.
 Each phantom carries one multiple-choice question whose answer is known by construction.
 
@@ -90,6 +92,11 @@ def _lesions(rng: np.random.Generator, allowed: np.ndarray, r_lo: float, r_hi: f
     return [Lesion(x, y, r, kinds[int(rng.integers(len(kinds)))]) for (x, y), r in zip(centres, radii, strict=False)]
 
 
+CT_LESION_HU = (40.0, 70.0)     # |contrast| of the focal lesions against their surroundings (HU)
+CT_LESION_REGION = (0.75, 0.7)   # semi-axes of the lesion region, as fractions of the body's (clear of fat)
+CT_CLEARANCE = 0.06              # extra clearance of lesion centres from the aorta and vertebra ([-1, 1] units)
+
+
 def ct_phantom(rng: np.random.Generator) -> tuple[np.ndarray, list[Lesion]]:
     """Abdominal CT slice in HU (1.5 mm pixels)."""
     x, y = _grid()
@@ -110,12 +117,18 @@ def ct_phantom(rng: np.random.Generator) -> tuple[np.ndarray, list[Lesion]]:
     marrow = _ellipse(x, y, 0, 0.42, 0.1, 0.09)
     img = img * (1 - cortex) + 800.0 * cortex
     img = img * (1 - marrow) + 250.0 * marrow
-    allowed = (inner > 0.99) & (cortex < 0.01) & (aorta < 0.01) & (_ellipse(x, y, 0, 0.06, a * 0.8, b * 0.75) > 0.99)
+    clear = _ellipse(x, y, 0, 0.42, 0.13 + CT_CLEARANCE, 0.12 + CT_CLEARANCE) + _ellipse(
+        x, y, 0.09, 0.22, 0.06 + CT_CLEARANCE, 0.06 + CT_CLEARANCE)
+    region = _ellipse(x, y, 0, 0.06, a * CT_LESION_REGION[0], b * CT_LESION_REGION[1])
+    allowed = (inner > 0.99) & (clear < 0.01) & (region > 0.99)
     lesions = _lesions(rng, allowed, 4.0, 9.0, ["hypodense", "hypodense", "hyperdense"])
     for les in lesions:
-        c = rng.uniform(25, 45) * (-1 if les.kind == "hypodense" else 1)
+        c = rng.uniform(*CT_LESION_HU) * (-1 if les.kind == "hypodense" else 1)
         img = img + c * _disc(les.x, les.y, les.r)
     return img, lesions
+
+
+MRI_LESION_INTENSITY = (0.56, 0.62)   # T2 signal of the white-matter lesions (a.u., CSF = 1; white matter 0.42)
 
 
 def mri_phantom(rng: np.random.Generator) -> tuple[np.ndarray, list[Lesion]]:
@@ -135,7 +148,7 @@ def mri_phantom(rng: np.random.Generator) -> tuple[np.ndarray, list[Lesion]]:
     lesions = _lesions(rng, wm & ~vent, 3.0, 7.0, ["hyperintense"])
     for les in lesions:
         m = _disc(les.x, les.y, les.r)
-        img = img * (1 - m) + rng.uniform(0.74, 0.82) * m
+        img = img * (1 - m) + rng.uniform(*MRI_LESION_INTENSITY) * m
     return img, lesions
 
 
@@ -175,6 +188,9 @@ def _ellipsoid_thickness(xm: np.ndarray, ym: np.ndarray, cx: float, cy: float, a
 
 XRAY_MM_PER_PX = 400.0 / SIZE
 MU_SOFT, MU_BONE = 0.02, 0.048   # mm^-1 at ~70 keV (water-like soft tissue, cortical-bone-like)
+XRAY_NODULE_RADIUS_PX = (5.0, 9.0)
+XRAY_LUNG_MIN_MM = 80.0         # nodules sit where the lung is at least this thick
+XRAY_NODULE_MU = 0.07            # mm^-1: attenuation of the nodules (dense: 3.5x soft tissue)
 
 
 def xray_phantom(rng: np.random.Generator) -> tuple[np.ndarray, list[Lesion]]:
@@ -194,12 +210,12 @@ def xray_phantom(rng: np.random.Generator) -> tuple[np.ndarray, list[Lesion]]:
             band = (np.abs(ym - yc) < 5) * (sx * xm > 12) * (sx * xm < 150 * s)
             bone = bone + 8.0 * band * (soft > 0)
     p = MU_SOFT * soft + MU_BONE * bone
-    lung_px = (lungs > 20)
-    lesions = _lesions(rng, lung_px, 4.0, 8.0, ["nodule"])
+    lung_px = lungs > XRAY_LUNG_MIN_MM
+    lesions = _lesions(rng, lung_px, *XRAY_NODULE_RADIUS_PX, ["nodule"])
     for les in lesions:
         r_mm = les.r * XRAY_MM_PER_PX
         d = np.hypot(xm - (les.x - SIZE / 2) * XRAY_MM_PER_PX, ym - (les.y - SIZE / 2) * XRAY_MM_PER_PX)
-        p = p + MU_SOFT * 2 * np.sqrt(np.clip(r_mm ** 2 - d ** 2, 0, None))
+        p = p + XRAY_NODULE_MU * 2 * np.sqrt(np.clip(r_mm ** 2 - d ** 2, 0, None))
     return p, lesions
 
 
