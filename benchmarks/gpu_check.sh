@@ -43,5 +43,10 @@ step 50 "run, tiny hf model, bf16" bash -c "python3 -c \"from tests.tiny_vlm imp
   && python3 -m medq_synth run --model hf:$TINY --dtype bfloat16 --device cuda --limit 8 --no-progress \
      --bootstrap 100 --out /tmp/medq_gpu_run > benchmarks/results/run_tiny_hf_cuda.md; rc=\$?; \
      cat benchmarks/results/run_tiny_hf_cuda.md; exit \$rc"
+if python3 -c "import ray" 2>/dev/null; then
+  step 120 "scale_bench (ray)" python3 benchmarks/scale_bench.py --device cuda
+else
+  echo "== scale_bench: ray is not on this image (its wheel is over the carry limit); not measured" | tee -a "$LOG"
+fi
 if [ -n "${OUT:-}" ]; then cp benchmarks/results/*_cuda* "$OUT"/ 2>/dev/null; fi
 exit $status

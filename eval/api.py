@@ -56,9 +56,11 @@ def run(out: str | Path, model: str | Backend = "cho", sources: list[str] | None
         limit: int | None = None, template: str = "medq-deg", decoding: Decoding | None = None,
         model_batch_size: int = 8, label: str | None = None, progress: bool = True, judge: str | None = None,
         n_boot: int = 1000, backend_options: dict[str, Any] | None = None, parser: str = "",
-        modality: str | None = None, on_record: Any = None, severities_file: str | None = None) -> dict[str, Any]:
-    """Degrade on ``device`` and answer in the same process (``medq-synth run``); returns metrics.json.
-    ``backend_options`` go to the backend's constructor (hf: ``dtype``, ``processor_kwargs``)."""
+        modality: str | None = None, on_record: Any = None, severities_file: str | None = None,
+        engine: str = "local", workers: int | None = None, replicas: int | None = None) -> dict[str, Any]:
+    """Degrade on ``device`` and answer (``medq-synth run``); returns metrics.json. ``backend_options`` go to
+    the backend's constructor (hf: ``dtype``, ``processor_kwargs``). ``engine="ray"``: both stages on a Ray
+    cluster (``workers`` degradation actors, ``replicas`` model replicas; ``medq_synth.scale``)."""
     from medq_synth.engine import GenerateError, Generator
 
     out = Path(out)
@@ -67,16 +69,20 @@ def run(out: str | Path, model: str | Backend = "cho", sources: list[str] | None
         check_template(template)
         gen = Generator(sources or ["phantoms"], out, degradations=degradations, levels=levels,
                         severities=severities, seed=seed, device=device, batch_size=batch_size, limit=limit,
-                        progress=False, modality=modality, severities_file=severities_file)
+                        progress=False, modality=modality, severities_file=severities_file, engine=engine,
+                        workers=workers)
     except (GenerateError, ValueError) as e:
         raise EvalError(str(e)) from None
-    backend = _backend(model, device, backend_options)
+    # on Ray, a model spec is loaded by each replica on its own device, not here (the majority baseline,
+    # which needs the whole set's answers, is fitted here and shipped)
+    remote_spec = engine == "ray" and isinstance(model, str) and model != "majority"
+    backend = None if remote_spec else _backend(model, device, backend_options)
     name = model if isinstance(model, str) else backend.name
     setting = Setting(model=name, label=label or name, template=template, decoding=decoding,
                       data_tag=f"seed={seed}", parser=parser)
     store = Store(out)
     store.error(gen.run_errors)
-    if backend.needs_prior:
+    if backend is not None and backend.needs_prior:
         backend.fit(_gold_answers(gen))
     from tqdm import tqdm
 
@@ -92,16 +98,39 @@ def run(out: str | Path, model: str | Backend = "cho", sources: list[str] | None
         if on_record is not None:           # e.g. the sweep's example strips
             on_record(sample, rec)
 
+    stages = None
     try:
-        stats = evaluate(batches, backend, setting, store, model_batch_size, progress=progress, on_record=record)
+        if engine == "ray":
+            from medq_synth.scale import ScaleError
+
+            from .ray_llm import evaluate_vllm_ray
+            from .ray_run import evaluate_ray
+
+            try:
+                if remote_spec and model.startswith("vllm:"):      # ray.data.llm's vLLM processor
+                    stats, stream_errors, ray_skipped, stages = evaluate_vllm_ray(
+                        gen, model.removeprefix("vllm:"), setting, store, model_batch_size, replicas, record,
+                        on_record is not None, bar)
+                else:
+                    stats, stream_errors, ray_skipped, stages = evaluate_ray(
+                        gen, model if remote_spec else backend, device, backend_options, setting, store,
+                        model_batch_size, replicas, record, on_record is not None, bar)
+            except ScaleError as e:
+                raise EvalError(str(e)) from None
+            skipped.update(ray_skipped)
+            store.error(stream_errors)
+        else:
+            stats = evaluate(batches, backend, setting, store, model_batch_size, progress=progress,
+                             on_record=record)
+            store.error(getattr(gen, "stream_errors", []))
     except GenerateError as e:
         raise EvalError(str(e)) from None
     finally:
         bar.close()
-    store.error(getattr(gen, "stream_errors", []))
     extra = {"command": "run", "sources": gen.source_specs, "degradations": [s.name for s in gen.selections],
              "levels": list(gen.levels), "severities": list(gen.severities), "seed": seed,
-             "device": str(gen.device), "limit": limit, "skipped": dict(sorted(skipped.items()))}
+             "device": str(gen.device), "limit": limit, "skipped": dict(sorted(skipped.items())),
+             "engine": engine, **({"stages": stages} if stages else {})}
     return _finish(out, store, setting, stats, extra, judge, device, n_boot)
 
 

@@ -180,7 +180,8 @@ def _report(result: dict[str, Any], plots: dict[str, str], strips: dict[str, str
 def sweep(out: str | Path, models: list[str | Backend], grid: list[float], sources: list[str] | None = None,
           degradations: list[str] | None = None, seed: int = 0, device: str = "auto", limit: int | None = None,
           batch_size: int = 16, model_batch_size: int = 8, n_boot: int = 1000, progress: bool = True,
-          template: str = "medq-deg", severities_file: str | None = None) -> dict[str, Any]:
+          template: str = "medq-deg", severities_file: str | None = None, engine: str = "local",
+          workers: int | None = None, replicas: int | None = None) -> dict[str, Any]:
     """Run every model over the grid (``s = 0`` is L0) and write sweep.json, sweep.md/html and plots."""
     from .api import EvalError, run
 
@@ -199,7 +200,7 @@ def sweep(out: str | Path, models: list[str | Backend], grid: list[float], sourc
             run(run_dir, model=spec, sources=sources, degradations=degradations, levels=(0,), severities=severities,
                 seed=seed, device=device, limit=limit, batch_size=batch_size, model_batch_size=model_batch_size,
                 label=label, progress=progress, n_boot=min(n_boot, 200), template=template, on_record=strips,
-                severities_file=severities_file)
+                severities_file=severities_file, engine=engine, workers=workers, replicas=replicas)
         except EvalError as e:
             if "could read none" not in str(e):
                 raise

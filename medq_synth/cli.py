@@ -17,6 +17,16 @@ def _levels(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"levels must be integers such as 0,1,2, not {text!r}") from None
 
 
+def _engine_args(p: argparse.ArgumentParser, replicas: bool = False) -> None:
+    p.add_argument("--engine", choices=("local", "ray"), default="local",
+                   help="local (one process) or ray (RAY_ADDRESS, else a local cluster; pip install medq-synth[ray])")
+    p.add_argument("--workers", type=int, default=None,
+                   help="ray: degradation actors (default: one per GPU, else half the cluster's CPUs)")
+    if replicas:
+        p.add_argument("--replicas", type=int, default=None,
+                       help="ray: model replicas (default: one per GPU, else 1)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="medq-synth", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -42,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--modality", default=None,
                    help="modality of files that record none (PNG, JPEG, .npy, NIfTI) outside a folder named after one")
     g.add_argument("--no-progress", action="store_true")
+    _engine_args(g)
 
     ls = sub.add_parser("list", help="list the registered degradations and their severity tables")
     ls.add_argument("--severities", default=None, metavar="FILE", help="show these tables instead of the packaged")
@@ -79,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--limit", type=int, default=None)
     r.add_argument("--modality", default=None, help="as for generate")
     r.add_argument("--severities", default=None, metavar="FILE", help="as for generate")
+    _engine_args(r, replicas=True)
 
     e = sub.add_parser("eval", parents=[model], help="evaluate a generate folder or a VLMEvalKit TSV")
     e.add_argument("--data", required=True, help="a folder written by generate, or a .tsv")
@@ -98,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--model-batch-size", type=int, default=8)
     sw.add_argument("--template", default="medq-deg")
     sw.add_argument("--severities", default=None, metavar="FILE", help="as for generate")
+    _engine_args(sw, replicas=True)
     sw.add_argument("--bootstrap", type=int, default=1000)
     sw.add_argument("--no-progress", action="store_true")
 
@@ -151,6 +164,16 @@ def cmd_list(a: argparse.Namespace) -> int:
     return 0
 
 
+def _print_stages(stages: dict | None) -> None:
+    """--engine ray: workers, busy time, items/s per busy second and GPU utilisation of each stage."""
+    for st in (stages or {}).get("stages", []):
+        gpu = st.get("gpu_utilisation_pct")
+        rate = st.get("items_per_busy_s")
+        print(f"ray stage {st['stage']}: {st['workers']} actor(s)"
+              + (f", {st['items']} items, {st['busy_s']:.1f} s busy, {rate} items/s busy" if "busy_s" in st else "")
+              + (f", GPU {gpu:.0f} %" if gpu is not None else ""))
+
+
 def cmd_generate(a: argparse.Namespace) -> int:
     from .engine import GenerateError, generate
 
@@ -158,7 +181,7 @@ def cmd_generate(a: argparse.Namespace) -> int:
         s = generate(a.source or ["phantoms"], a.out, degradations=a.degradations, levels=a.levels,
                      severities=tuple(a.severity), seed=a.seed, device=a.device, batch_size=a.batch_size,
                      limit=a.limit, export_tsv=a.export_tsv, shard_items=a.shard_items, slice_rule=a.slices,
-                     modality=a.modality, severities_file=a.severities,
+                     modality=a.modality, severities_file=a.severities, engine=a.engine, workers=a.workers,
                      progress=not a.no_progress)
     except GenerateError as e:
         print(f"medq-synth generate: error: {e}", file=sys.stderr)
@@ -167,6 +190,7 @@ def cmd_generate(a: argparse.Namespace) -> int:
     print(f"\n{s.n_outputs} outputs from {s.n_items} items in {s.elapsed_s:.1f} s ({rate:.2f} items/s)"
           + (f", {s.resumed_shards} shards resumed" if s.resumed_shards else ""))
     print(s.table())
+    _print_stages(s.stages)
     if s.noise_hu:
         print("\nCT: std of the change in water-equivalent pixels (-100..100 HU), mean over items")
         print(s.noise_table())
@@ -204,6 +228,7 @@ def _print_eval(metrics: dict, out: str) -> None:
               f"{info['model_items_per_s'] or 0:.2f} items/s in the model")
     for reason, n in (info.get("skipped") or {}).items():
         print(f"not asked: {n} outputs ({reason})")
+    _print_stages(info.get("stages"))
     print(level_table(metrics))
     if metrics.get("n_judge_errors"):
         print(f"{metrics['n_judge_errors']} judge axes failed (recorded in {out}/errors.jsonl; a rerun asks again)")
@@ -251,8 +276,8 @@ def cmd_eval(a: argparse.Namespace) -> int:
             try:
                 metrics = run(a.out, sources=a.source, degradations=a.degradations, levels=a.levels,
                               severities=tuple(a.severity), seed=a.seed, batch_size=a.batch_size, limit=a.limit,
-                              modality=a.modality, severities_file=a.severities,
-                              **common)
+                              modality=a.modality, severities_file=a.severities, engine=a.engine,
+                              workers=a.workers, replicas=a.replicas, **common)
             except GenerateError as e:
                 raise EvalError(str(e)) from None
         else:
@@ -284,7 +309,8 @@ def cmd_sweep(a: argparse.Namespace) -> int:
         result = sweep(a.out, a.model or ["cho"], grid, sources=a.source, degradations=a.degradations,
                        seed=a.seed, device=a.device, limit=a.limit, batch_size=a.batch_size,
                        model_batch_size=a.model_batch_size, n_boot=a.bootstrap, progress=not a.no_progress,
-                       template=a.template, severities_file=a.severities)
+                       template=a.template, severities_file=a.severities, engine=a.engine, workers=a.workers,
+                       replicas=a.replicas)
     except (EvalError, ValueError) as e:
         print(f"medq-synth sweep: error: {e}", file=sys.stderr)
         return 2

@@ -66,6 +66,7 @@ class Summary:
     elapsed_s: float = 0.0
     resumed_shards: int = 0
     noise_hu: dict[str, dict[str, float]] = field(default_factory=dict)   # CT physics: mean water-region noise
+    stages: dict[str, Any] | None = None        # --engine ray: workers, busy time and items/s per stage
 
     def noise_table(self) -> str:
         return "\n".join(f"{deg}: " + ", ".join(f"{k} {v:.1f} HU" for k, v in sorted(by.items()))
@@ -90,7 +91,7 @@ class Summary:
                 "n_internal_errors": len(self.internal_errors),
                 "elapsed_s": round(self.elapsed_s, 3), "resumed_shards": self.resumed_shards,
                 "items_per_s": round(self.n_items / self.elapsed_s, 3) if self.elapsed_s else None,
-                "noise_hu_water_equivalent": self.noise_hu}
+                "noise_hu_water_equivalent": self.noise_hu, **({"stages": self.stages} if self.stages else {})}
 
 
 def _where(e: BaseException) -> str:
@@ -183,7 +184,8 @@ class Generator:
                  levels: tuple[int, ...] = (0, 1, 2), severities: tuple[float, ...] = (), seed: int = 0,
                  device: str = "auto", batch_size: int = 16, limit: int | None = None,
                  export_tsv: bool = False, shard_items: int = 16, slice_rule: str = "middle",
-                 progress: bool = True, modality: str | None = None, severities_file: str | None = None) -> None:
+                 progress: bool = True, modality: str | None = None, severities_file: str | None = None,
+                 engine: str = "local", workers: int | None = None) -> None:
         if batch_size < 1 or shard_items < 1:
             raise GenerateError("--batch-size and --shard-items must be >= 1")
         bad_levels = [lv for lv in levels if lv not in LEVEL_SEVERITY]
@@ -192,6 +194,14 @@ class Generator:
         bad_sev = [s for s in severities if not 0.0 <= s <= 1.0]
         if bad_sev:
             raise GenerateError(f"severities {bad_sev} are outside [0, 1]")
+        if engine not in ("local", "ray"):
+            raise GenerateError(f"unknown engine {engine!r}: use local or ray")
+        # what a Ray worker needs to rebuild this generator (everything but the engine itself)
+        self.options = dict(sources=list(sources), out=str(out), degradations=degradations, levels=tuple(levels),
+                            severities=tuple(severities), seed=seed, device=device, batch_size=batch_size,
+                            limit=limit, export_tsv=export_tsv, shard_items=shard_items, slice_rule=slice_rule,
+                            progress=False, modality=modality, severities_file=severities_file)
+        self.engine, self.workers = engine, workers
         self.out = OutputDir(Path(out))
         self.source_specs = list(sources)
         self.levels = tuple(sorted(set(levels)))
@@ -371,11 +381,22 @@ class Generator:
                  errors: list[dict], want: Callable[[Job], bool] | None = None) -> Iterator[list[dict[str, Any]]]:
         """Load one shard's entries and yield each degraded batch (unwritten); ``want`` drops jobs up front
         (the eval loop skips outputs it has already answered) and ``advance`` receives progress in entries."""
+        yield from self.degrade_items(index, self.load_shard(index, refs, by_name, errors), len(refs), advance,
+                                      errors, want)
+
+    def load_shard(self, index: int, refs: list[Ref], by_name: dict[str, Source], errors: list[dict]) -> list[Item]:
+        """The valid items of one shard's entries (load and validation errors appended to ``errors``)."""
         items = []
         for ref in refs:
             good, errs = self._load(by_name, ref, index)
             items += good
             errors += errs
+        return items
+
+    def degrade_items(self, index: int, items: list[Item], n_refs: int, advance: Callable[[float], None],
+                      errors: list[dict], want: Callable[[Job], bool] | None = None
+                      ) -> Iterator[list[dict[str, Any]]]:
+        """Each degraded batch of the jobs of ``items`` that ``want`` keeps (see ``_batches``)."""
         jobs = [j for j in self._jobs(items) if want is None or want(j)]
         groups: dict[tuple, list[Job]] = defaultdict(list)
         for j in jobs:
@@ -385,8 +406,17 @@ class Generator:
             for k in range(0, len(g), self.batch_size):
                 chunk = g[k: k + self.batch_size]
                 results = self._run_group(chunk, index, errors)
-                advance(len(refs) * len(chunk) / len(jobs))
+                advance(n_refs * len(chunk) / len(jobs))
                 yield results
+
+    def shards(self) -> tuple[dict[str, Source], list[list[Ref]]]:
+        """The sources by name and the shards of source entries (the unit of work and of resume)."""
+        sources, refs = self._open_sources()
+        if not refs:
+            reasons = "; ".join(e["reason"] for e in self.run_errors) or "the sources hold no items"
+            raise GenerateError(f"no input items: {reasons}")
+        return {s.name: s for s in sources}, [refs[k: k + self.shard_items]
+                                              for k in range(0, len(refs), self.shard_items)]
 
     def stream(self, want: Callable[[Job], bool] | None = None,
                advance: Callable[[float], None] | None = None) -> Iterator[list[dict[str, Any]]]:
@@ -440,16 +470,23 @@ class Generator:
         all_rows: list[dict] = []
         shard_errors: list[dict] = []
         bar = _progress(len(refs), self.progress)
+        done_before = {i for i in range(len(shards)) if resuming and self.out.shard_done(i)}
+        if self.engine == "ray":        # workers compute and commit the shards; read back below, as on resume
+            from .scale import commit_shards
+
+            summary.stages = commit_shards(self, [i for i in range(len(shards)) if i not in done_before],
+                                           [len(s) for s in shards], bar)
         for index, shard_refs in enumerate(shards):
             target = bar.n + len(shard_refs)
-            if resuming and self.out.shard_done(index):
+            if index in done_before or self.engine == "ray":
                 rows, errs = self.out.shard_rows(index)
-                summary.resumed_shards += 1
+                summary.resumed_shards += index in done_before
             else:
                 rows, errs = self._shard(index, shard_refs, by_name, bar.update)
             all_rows += rows
             shard_errors += errs
-            bar.update(target - bar.n)      # settle on the whole entry count (batches advanced by fractions)
+            if self.engine == "local":      # settle on the whole entry count (batches advanced by fractions)
+                bar.update(target - bar.n)
             bar.set_postfix(outputs=len(all_rows), errors=len(shard_errors) + len(self.run_errors))
         bar.close()
         errors = self.run_errors + shard_errors
