@@ -37,6 +37,8 @@ def test_readme_figures_come_from_committed_results():
     m = re.search(r"(\d+) answers\s+and (\d+) abstentions in about (\d+) s", readme)
     assert m and (int(m[1]), int(m[2])) == (job["answered"], job["abstained"])
     assert abs(int(m[3]) - job["wall_s"]) <= 2
+    cached = re.search(r"\((\d+) s when it is loaded", " ".join(readme.split()))
+    assert cached and abs(int(cached[1]) - job["wall_cached_s"]) <= 2
     acc = re.search(r"\(([\d.]+) % at L0; over the information-removing degradations ([\d.]+) / ([\d.]+) / ([\d.]+) %",
                     " ".join(readme.split()))
     assert acc, "the README quotes the main job's L0 accuracy and its information-removing means"
