@@ -24,7 +24,7 @@ def _engine_args(p: argparse.ArgumentParser, replicas: bool = False) -> None:
                    help="ray: degradation actors (default: one per GPU, else half the cluster's CPUs)")
     if replicas:
         p.add_argument("--replicas", type=int, default=None,
-                       help="ray: model replicas (default: one per GPU, else 1)")
+                       help="ray: model replicas (default: one per GPU, else 1; 0: the model runs inside each worker)")
 
 
 def build_parser() -> argparse.ArgumentParser:

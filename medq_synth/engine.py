@@ -472,10 +472,13 @@ class Generator:
         bar = _progress(len(refs), self.progress)
         done_before = {i for i in range(len(shards)) if resuming and self.out.shard_done(i)}
         if self.engine == "ray":        # workers compute and commit the shards; read back below, as on resume
-            from .scale import commit_shards
+            from .scale import ScaleError, commit_shards
 
-            summary.stages = commit_shards(self, [i for i in range(len(shards)) if i not in done_before],
-                                           [len(s) for s in shards], bar)
+            try:
+                summary.stages = commit_shards(self, [i for i in range(len(shards)) if i not in done_before],
+                                               [len(s) for s in shards], bar)
+            except ScaleError as e:
+                raise GenerateError(str(e)) from None
         for index, shard_refs in enumerate(shards):
             target = bar.n + len(shard_refs)
             if index in done_before or self.engine == "ray":

@@ -252,3 +252,12 @@ def test_summary_and_exit_code_of_cli(tmp_path):
     assert "unknown degradation 'not_a_degradation'" in r.stdout
     errs = [json.loads(x) for x in (tmp_path / "o" / "errors.jsonl").read_text().splitlines()]
     assert errs[0]["stage"] == "arguments"
+
+
+def test_engine_ray_without_ray_installed_says_how_to_get_it(tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "ray", None)          # as if the extra were not installed
+    with pytest.raises(GenerateError, match=r"pip install 'medq-synth\[ray\]'"):
+        generate("phantoms:1", tmp_path, degradations=["gaussian_noise"], device="cpu", progress=False,
+                 engine="ray")
