@@ -70,8 +70,8 @@ class Degrader:
                            load_errors)
         if first:
             errors += self.loaded[2]
-        for results in self.gen.degrade_items(index, self.loaded[1], len(self.shards[index]), lambda _: None,
-                                              errors, lambda job: job.deg_name == deg and self._keep(job, skipped)):
+        for results in self.gen.degrade_items(index, self.loaded[1], len(self.shards[index]), lambda _: None, errors,
+                                              lambda job: deg in ("*", job.deg_name) and self._keep(job, skipped)):
             yield [engine_sample(r) for r in results]
 
     def __call__(self, batch: dict[str, Any]):
@@ -176,8 +176,11 @@ class Worker(Degrader):
                    "model_gpu": [None]}
 
 
-def work_units(gen, n_shards: int) -> list[dict[str, Any]]:
-    """(shard, degradation) units in the local engine's order: the clean outputs, then each model."""
+def work_units(gen, n_shards: int, whole_shards: bool = False) -> list[dict[str, Any]]:
+    """(shard, degradation) units in the local engine's order: the clean outputs, then each model; or whole
+    shards (``*``) for the fused stage, which overlaps degrading and answering inside the worker."""
+    if whole_shards:
+        return [{"shard": i, "deg": "*", "first": True} for i in range(n_shards)]
     names = ["none"] + list(dict.fromkeys(d.name for sel in gen.selections for d in sel.models))
     return [{"shard": i, "deg": d, "first": k == 0} for i in range(n_shards) for k, d in enumerate(names)]
 
@@ -198,7 +201,7 @@ def evaluate_ray(gen, model: Any, device: str, backend_options: dict[str, Any] |
     n_replicas = workers if fused else (replicas or (gpus if gpus and device != "cpu" else 1))
     sizes = [len(s) for s in shards]
     done = set(store.records)           # shipped with each actor's constructor (restartable, unlike a ref)
-    units = work_units(gen, len(shards))
+    units = work_units(gen, len(shards), whole_shards=fused)
     units_per_shard = len(units) // max(1, len(shards))
     ds = ray.data.from_items(units, override_num_blocks=len(units))
     model_args = {"model": model, "device": device, "backend_options": backend_options or {},
