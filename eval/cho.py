@@ -88,8 +88,14 @@ class CHO:
         """P(present | t) from Gaussian fits of the training statistics under each hypothesis."""
         if self.stats is None:
             raise RuntimeError("fit the observer first")
-        m0, v0, m1, v1 = self.stats
-        t = np.asarray(t, np.float64)
-        log0 = -0.5 * (t - m0) ** 2 / v0 - 0.5 * math.log(v0) + math.log(1 - prior_present)
-        log1 = -0.5 * (t - m1) ** 2 / v1 - 0.5 * math.log(v1) + math.log(prior_present)
-        return 1.0 / (1.0 + np.exp(np.clip(log0 - log1, -700, 700)))
+        return gaussian_posterior(t, *self.stats, prior_present)
+
+
+def gaussian_posterior(t: np.ndarray | float, m0: float, v0: float, m1: float, v1: float,
+                       prior1: float = 0.5) -> np.ndarray:
+    """P(hypothesis 1 | t) for a statistic with Gaussian distributions N(m0, v0) and N(m1, v1) under the two
+    hypotheses and prior ``prior1`` of the second."""
+    t = np.asarray(t, np.float64)
+    log0 = -0.5 * (t - m0) ** 2 / v0 - 0.5 * math.log(v0) + math.log(1 - prior1)
+    log1 = -0.5 * (t - m1) ** 2 / v1 - 0.5 * math.log(v1) + math.log(prior1)
+    return 1.0 / (1.0 + np.exp(np.clip(log0 - log1, -700, 700)))

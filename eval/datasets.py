@@ -70,9 +70,10 @@ def _lesion_quadrants(job) -> list[str] | None:
     lesions = job.item.qa.extra.get("lesions")
     if lesions is None or (job.deg is not None and job.deg.name in GEOMETRIC):
         return None
+    from medq_synth.sources.phantoms import quadrant_of
+
     h, w = job.item.image.shape[-2:]
-    return sorted({("lower" if y >= h / 2 else "upper") + "-" + ("right" if x >= w / 2 else "left")
-                   for x, y, *_ in lesions})
+    return sorted({quadrant_of(x, y, h, w) for x, y, *_ in lesions})
 
 
 # Phantom questions about where a lesion is are not invariant under these transforms (a 153 degree rotation

@@ -112,7 +112,7 @@ class ShardWriter:
         self.by_name, self.shards = self.gen.shards()
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
-        out = {"shard": [], "busy_s": [], "gpu_util": [], "pid": []}
+        out = {"shard": [], "busy_s": [], "gpu_util": []}
         for index in batch["shard"]:
             index = int(index)
             t = time.perf_counter()
@@ -121,7 +121,6 @@ class ShardWriter:
             out["shard"].append(index)
             out["busy_s"].append(time.perf_counter() - t)
             out["gpu_util"].append(_gpu_utilisation())
-            out["pid"].append(os.getpid())
         return out
 
 

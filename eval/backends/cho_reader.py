@@ -35,7 +35,9 @@ from typing import Any
 
 import numpy as np
 
-from ..cho import CHO
+from medq_synth.sources.phantoms import QUADRANTS, quadrant_of
+
+from ..cho import CHO, gaussian_posterior
 from .base import Query
 from .baselines import ImageReader
 
@@ -86,15 +88,11 @@ def _channel_maps(g: np.ndarray, kernels: np.ndarray) -> np.ndarray:
 def _peaks(z: np.ndarray, mask: np.ndarray, min_distance: int) -> list[tuple[int, int]]:
     from skimage.feature import peak_local_max
 
-    zz = np.where(mask, z, -np.inf)
-    floor = float(np.min(z[mask])) - 1.0 if mask.any() else 0.0
-    pk = peak_local_max(np.where(mask, z, floor), min_distance=min_distance, threshold_abs=None,
-                        exclude_border=False, labels=mask.astype(np.int32))
-    return [(int(r), int(c)) for r, c in pk if np.isfinite(zz[r, c])]
-
-
-def _gauss_logpdf(x: np.ndarray | float, m: float, v: float) -> np.ndarray:
-    return -0.5 * (np.asarray(x, np.float64) - m) ** 2 / v - 0.5 * math.log(2 * math.pi * v)
+    if not mask.any():
+        return []
+    pk = peak_local_max(z, min_distance=min_distance, threshold_abs=None, exclude_border=False,
+                        labels=mask.astype(np.int32))        # maxima inside the mask only
+    return [(int(r), int(c)) for r, c in pk]
 
 
 @dataclass
@@ -114,9 +112,7 @@ class Fit:
                    floor), prior1)
 
     def posterior(self, t: np.ndarray | float) -> np.ndarray:
-        l0 = _gauss_logpdf(t, self.m0, self.v0) + math.log(1 - self.prior1)
-        l1 = _gauss_logpdf(t, self.m1, self.v1) + math.log(self.prior1)
-        return 1.0 / (1.0 + np.exp(np.clip(l0 - l1, -700, 700)))
+        return gaussian_posterior(t, self.m0, self.v0, self.m1, self.v1, self.prior1)
 
 
 @dataclass
@@ -212,13 +208,6 @@ def _near_lesion(shape: tuple[int, int], lesions, margin: float) -> np.ndarray:
     return out
 
 
-def _quadrant_of(row: float, col: float, h: int, w: int) -> str:
-    return ("lower" if row >= h / 2 else "upper") + "-" + ("right" if col >= w / 2 else "left")
-
-
-QUADRANTS = ("upper-left", "upper-right", "lower-left", "lower-right")
-
-
 def quadrant_max(z: np.ndarray, mask: np.ndarray) -> dict[str, float]:
     h, w = z.shape
     out = {}
@@ -275,7 +264,7 @@ def train(modality: str, n_train: int = N_TRAIN, first: int = TRAIN_FIRST, seed:
     for g, lesions in data:
         z = reader.z_map(g)
         h, w = g.shape
-        occupied = {_quadrant_of(y, x, h, w) for x, y, _r, _k in lesions}
+        occupied = {quadrant_of(x, y, h, w) for x, y, _r, _k in lesions}
         for q, t in quadrant_max(z, search).items():
             (q1 if q in occupied else q0)[q].append(t)
         on = _near_lesion(g.shape, lesions, 0.0)

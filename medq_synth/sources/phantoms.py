@@ -40,6 +40,11 @@ REAL_MAX_PX = 512
 QUADRANTS = {"upper-left": (0, 0), "upper-right": (1, 0), "lower-left": (0, 1), "lower-right": (1, 1)}
 
 
+def quadrant_of(x: float, y: float, h: int, w: int) -> str:
+    """The quadrant (a QUADRANTS name) holding the point at column ``x``, row ``y`` of an ``h x w`` image."""
+    return ("lower" if y >= h / 2 else "upper") + "-" + ("right" if x >= w / 2 else "left")
+
+
 @dataclass(frozen=True)
 class Lesion:
     x: float      # column of the centre, px
@@ -235,8 +240,8 @@ def _question(rng: np.random.Generator, lesions: list[Lesion], noun: str, region
         return QA(f"On which side of the image is the largest {noun}?",
                   {"A": "Left side of the image", "B": "Right side of the image"}, "A" if side == "left" else "B",
                   base)
-    occupied = [q for q, (qx, qy) in QUADRANTS.items()
-                if any((v.x >= SIZE / 2) == bool(qx) and (v.y >= SIZE / 2) == bool(qy) for v in lesions)]
+    held = {quadrant_of(v.x, v.y, SIZE, SIZE) for v in lesions}
+    occupied = [q for q in QUADRANTS if q in held]
     pool = occupied if occupied and rng.uniform() < 0.5 else list(QUADRANTS)
     quad = pool[int(rng.integers(len(pool)))]
     base["region"] = quad
