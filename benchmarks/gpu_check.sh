@@ -44,7 +44,7 @@ step 50 "run, tiny hf model, bf16" bash -c "python3 -c \"from tests.tiny_vlm imp
      --bootstrap 100 --out /tmp/medq_gpu_run > benchmarks/results/run_tiny_hf_cuda.md; rc=\$?; \
      cat benchmarks/results/run_tiny_hf_cuda.md; exit \$rc"
 if python3 -c "import ray" 2>/dev/null; then
-  step 120 "scale_bench (ray)" python3 benchmarks/scale_bench.py --device cuda
+  step 150 "scale_bench (ray)" python3 benchmarks/scale_bench.py --device cuda --rounds 1
 else
   echo "== scale_bench: ray is not on this image (its wheel is over the carry limit); not measured" | tee -a "$LOG"
 fi

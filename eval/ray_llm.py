@@ -20,7 +20,7 @@ import time
 from collections import Counter
 from typing import Any
 
-from medq_synth.scale import ScaleError, _actor_resources, _stage_stats, _workers, connect, dumps, loads
+from medq_synth.scale import ScaleError, _stage_stats, _workers, connect, dumps, loads
 
 from .backends.base import Reply, renormalise
 from .ray_run import shown
@@ -92,7 +92,7 @@ def evaluate_vllm_ray(gen, model_id: str, setting: Setting, store, model_batch_s
     """As ``ray_run.evaluate_ray``, with ``ray.data.llm``'s vLLM processor as the model stage."""
     import functools
 
-    from .ray_run import Degrader, work_units
+    from .ray_run import Degrader, degrade_stage, work_units
 
     if setting.decoding.trials:
         raise ScaleError("--trials with vllm on --engine ray: ray.data.llm keeps one completion per request; "
@@ -117,10 +117,8 @@ def evaluate_vllm_ray(gen, model_id: str, setting: Setting, store, model_batch_s
     units = work_units(gen, len(shards))
     units_per_shard = len(units) // max(1, len(shards))
     ds = ray.data.from_items(units, override_num_blocks=len(units))
-    ds = ds.map_batches(Degrader, fn_constructor_kwargs={"options": gen.options, "setting": setting,
-                                                         "done": set(store.records)},
-                        batch_size=1, compute=ray.data.ActorPoolStrategy(size=workers),
-                        **_actor_resources(gen.options["device"], workers + 1))
+    ds, concurrency = degrade_stage(ray, ds, Degrader, gen, setting, set(store.records), workers,
+                                    gen.options["device"], workers + 1)
     ds = processor(ds.flat_map(explode))
     stream_errors: list = []
     skipped: Counter = Counter()
@@ -150,6 +148,6 @@ def evaluate_vllm_ray(gen, model_id: str, setting: Setting, store, model_batch_s
             on_record(*loads(row["keep"]))
     stats.wall_s = time.perf_counter() - t0
     stages = {"engine": "ray", "wall_s": round(stats.wall_s, 3),
-              "stages": [_stage_stats("degrade", workers, degrade_s, stats.produced + stats.failed, []),
+              "stages": [_stage_stats("degrade", workers, degrade_s, stats.produced + stats.failed, [], concurrency),
                          {"stage": "model (ray.data.llm vLLM)", "workers": n_replicas}]}
     return stats, stream_errors, skipped, stages

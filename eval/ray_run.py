@@ -11,8 +11,9 @@ A replica that dies is restarted by Ray and its batch retried; a query that keep
 
 from __future__ import annotations
 
+import threading
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from typing import Any
 
 from medq_synth.scale import (
@@ -20,10 +21,11 @@ from medq_synth.scale import (
     _gpu_utilisation,
     _stage_stats,
     _workers,
+    actor_pool,
     connect,
     dumps,
     loads,
-    torch_threads,
+    unit_threads,
     use_threads,
 )
 
@@ -39,17 +41,31 @@ def shown(keep_all: bool, s, rec: dict) -> bool:
 
 class Degrader:
     """Stage 1: the engine's samples of one (shard, degradation) unit. Units finer than the shard keep the
-    model stage fed while the degradation stage works (a shard holds every degradation of its items); the
-    last shard's items stay loaded for its next unit, and its load errors travel with its first unit."""
+    model stage fed while the degradation stage works (a shard holds every degradation of its items). An
+    actor may run several units at once (``medq_synth.scale.unit_threads``): the loaded shards are shared
+    under a lock, and a shard's load errors travel with its first unit."""
 
-    def __init__(self, options: dict[str, Any], setting: Setting, done: set[str], threads: int | None = None) -> None:
+    def __init__(self, options: dict[str, Any], setting: Setting, done: set[str], threads: int | None = None,
+                 concurrency: int = 1) -> None:
         from medq_synth.engine import Generator
 
         use_threads(threads)
         self.gen = Generator(**options)
         self.by_name, self.shards = self.gen.shards()
         self.setting, self.done = setting, done
-        self.loaded: tuple[int, list, list] | None = None         # (shard, items, load errors)
+        self.loaded: OrderedDict[int, tuple[list, list]] = OrderedDict()      # shard -> (items, load errors)
+        self.keep_loaded = concurrency + 1          # the shards in flight and the next one
+        self.lock = threading.Lock()
+
+    def _shard_items(self, index: int) -> tuple[list, list]:
+        with self.lock:             # one load per shard, whichever unit of it comes first
+            if index not in self.loaded:
+                errors: list[dict] = []
+                self.loaded[index] = (self.gen.load_shard(index, self.shards[index], self.by_name, errors), errors)
+                while len(self.loaded) > self.keep_loaded:
+                    self.loaded.popitem(last=False)
+            self.loaded.move_to_end(index)
+            return self.loaded[index]
 
     def _keep(self, job, skipped: Counter) -> bool:
         from .datasets import job_sample, skip_reason
@@ -64,13 +80,10 @@ class Degrader:
         """The unit's samples, engine batch by engine batch (the shard's load errors go with its first unit)."""
         from .datasets import engine_sample
 
-        if self.loaded is None or self.loaded[0] != index:
-            load_errors: list[dict] = []
-            self.loaded = (index, self.gen.load_shard(index, self.shards[index], self.by_name, load_errors),
-                           load_errors)
+        items, load_errors = self._shard_items(index)
         if first:
-            errors += self.loaded[2]
-        for results in self.gen.degrade_items(index, self.loaded[1], len(self.shards[index]), lambda _: None, errors,
+            errors += load_errors
+        for results in self.gen.degrade_items(index, items, len(self.shards[index]), lambda _: None, errors,
                                               lambda job: deg in ("*", job.deg_name) and self._keep(job, skipped)):
             yield [engine_sample(r) for r in results]
 
@@ -144,17 +157,34 @@ class _Collect:
         self.errors += entries
 
 
+class _OneAtATime:
+    """A backend that is not thread-safe, shared by an actor's concurrent units: one model call at a time
+    (the units still degrade side by side)."""
+
+    def __init__(self, backend: Any) -> None:
+        self.backend, self.lock = backend, threading.Lock()
+
+    def answer(self, queries, decoding):
+        with self.lock:
+            return self.backend.answer(queries, decoding)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.backend, name)
+
+
 class Worker(Degrader):
     """The fused stage (``--replicas 0``): each worker degrades its units and answers them with its own model
     replica, overlapping the two with the local loop's producer thread, on its own device; no image crosses
     a process boundary. Suits nodes where one GPU holds both the synthesis and the model."""
 
     def __init__(self, options: dict[str, Any], setting: Setting, done: set[str], threads: int | None,
-                 model: Any, device: str, backend_options: dict[str, Any], chunk: int, keep_all: bool) -> None:
+                 model: Any, device: str, backend_options: dict[str, Any], chunk: int, keep_all: bool,
+                 concurrency: int = 1) -> None:
         from .api import _backend
 
-        super().__init__(options, setting, done, threads)
-        self.backend = _backend(model, device, backend_options)
+        super().__init__(options, setting, done, threads, concurrency)
+        backend = _backend(model, device, backend_options)
+        self.backend = backend if backend.thread_safe or concurrency == 1 else _OneAtATime(backend)
         self.chunk, self.keep_all = chunk, keep_all
 
     def __call__(self, batch: dict[str, Any]):
@@ -174,6 +204,19 @@ class Worker(Degrader):
                    "wrong": [dumps(kept)], "skipped": [dumps(dict(skipped))], "degrade_s": [wall - stats.model_s],
                    "model_s": [stats.model_s], "n": [stats.produced], "degrade_gpu": [_gpu_utilisation()],
                    "model_gpu": [None]}
+
+
+def degrade_stage(ray: Any, ds: Any, cls: type, gen, setting: Setting, done: set[str], workers: int, device: str,
+                  actors: int, extra: dict[str, Any] | None = None) -> tuple[Any, int]:
+    """``ds`` mapped through a pool of ``workers`` stage-1 actors (``Degrader`` or the fused ``Worker``, with
+    ``extra`` constructor arguments) on ``device``, ``actors`` counting every pool that must fit beside it;
+    returns the dataset and the units each actor runs at once."""
+    concurrency, threads = unit_threads(workers, device)
+    compute, pool_args = actor_pool(ray, workers, concurrency)
+    kwargs = {"options": gen.options, "setting": setting, "done": done, "threads": threads,
+              "concurrency": concurrency, **(extra or {})}
+    return ds.map_batches(cls, fn_constructor_kwargs=kwargs, batch_size=1, compute=compute, **pool_args,
+                          **_actor_resources(device, actors)), concurrency
 
 
 def work_units(gen, n_shards: int, whole_shards: bool = False) -> list[dict[str, Any]]:
@@ -197,8 +240,11 @@ def evaluate_ray(gen, model: Any, device: str, backend_options: dict[str, Any] |
     _, shards = gen.shards()
     workers = min(_workers(gen.workers), len(shards))
     gpus = int(ray.cluster_resources().get("GPU", 0))
-    fused = replicas == 0
-    n_replicas = workers if fused else (replicas or (gpus if gpus and device != "cpu" else 1))
+    # fused unless asked otherwise where the model has no GPU: a second stage would share the same cores and
+    # ship every image between processes (measured: benchmarks/results/scale_bench_cpu.md)
+    gpu_model = gpus > 0 and device != "cpu"
+    fused = replicas == 0 or (replicas is None and not gpu_model)
+    n_replicas = workers if fused else (replicas or gpus)
     sizes = [len(s) for s in shards]
     done = set(store.records)           # shipped with each actor's constructor (restartable, unlike a ref)
     units = work_units(gen, len(shards), whole_shards=fused)
@@ -206,15 +252,11 @@ def evaluate_ray(gen, model: Any, device: str, backend_options: dict[str, Any] |
     ds = ray.data.from_items(units, override_num_blocks=len(units))
     model_args = {"model": model, "device": device, "backend_options": backend_options or {},
                   "chunk": model_batch_size, "keep_all": keep_all}
-    stage1 = {"options": gen.options, "setting": setting, "done": done, "threads": torch_threads(workers)}
     if fused:
-        ds = ds.map_batches(Worker, fn_constructor_kwargs={**stage1, **model_args}, batch_size=1,
-                            compute=ray.data.ActorPoolStrategy(size=workers),
-                            **_actor_resources(device, workers))
+        ds, concurrency = degrade_stage(ray, ds, Worker, gen, setting, done, workers, device, workers, model_args)
     else:
-        ds = ds.map_batches(Degrader, fn_constructor_kwargs=stage1, batch_size=1,
-                            compute=ray.data.ActorPoolStrategy(size=workers),
-                            **_actor_resources(gen.options["device"], workers + n_replicas))
+        ds, concurrency = degrade_stage(ray, ds, Degrader, gen, setting, done, workers, gen.options["device"],
+                                        workers + n_replicas)
         ds = ds.map_batches(Answerer, fn_constructor_kwargs={**model_args, "setting": setting}, batch_size=1,
                             compute=ray.data.ActorPoolStrategy(size=n_replicas),
                             **_actor_resources(device, workers + n_replicas))
@@ -243,7 +285,7 @@ def evaluate_ray(gen, model: Any, device: str, backend_options: dict[str, Any] |
     stats.wall_s = time.perf_counter() - t0
     stages = {"engine": "ray", "wall_s": round(stats.wall_s, 3),
               "stages": [_stage_stats("degrade" + (" (fused with the model)" if fused else ""), workers, degrade_s,
-                                      produced, degrade_gpu),
+                                      produced, degrade_gpu, concurrency),
                          _stage_stats("model" + (" (in the degradation workers)" if fused else ""), n_replicas,
                                       model_s, produced, model_gpu)]}
     return stats, stream_errors, skipped, stages

@@ -24,7 +24,8 @@ def _engine_args(p: argparse.ArgumentParser, replicas: bool = False) -> None:
                    help="ray: degradation actors (default: one per GPU, else half the cluster's CPUs)")
     if replicas:
         p.add_argument("--replicas", type=int, default=None,
-                       help="ray: model replicas (default: one per GPU, else 1; 0: the model runs inside each worker)")
+                       help="ray: model replicas (default: one per GPU; without GPUs, 0: the model runs inside "
+                            "each worker)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -170,6 +171,7 @@ def _print_stages(stages: dict | None) -> None:
         gpu = st.get("gpu_utilisation_pct")
         rate = st.get("items_per_busy_s")
         print(f"ray stage {st['stage']}: {st['workers']} actor(s)"
+              + (f" x {st['units_at_once']} units at once" if st.get("units_at_once", 1) > 1 else "")
               + (f", {st['items']} items, {st['busy_s']:.1f} s busy, {rate} items/s busy" if "busy_s" in st else "")
               + (f", GPU {gpu:.0f} %" if gpu is not None else ""))
 

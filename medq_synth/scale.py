@@ -7,7 +7,8 @@ Ray Data runs the stages (``map_batches`` over actor pools, not a scheduler of o
   the rows file that marks it complete). The driver reads the committed shards back, exactly as a resumed
   local run does, and writes the manifest.
 - ``run``: a degradation stage (the same actors, yielding the samples of each engine batch) feeding a model
-  stage with one replica per GPU (or per requested CPU replica) that answers and scores; the driver appends
+  stage with one replica per GPU (or per requested CPU replica), or with the model fused into the workers
+  (``--replicas 0``, the default without GPUs), that answers and scores; the driver appends
   the records to the same store (``predictions.jsonl``, ``errors.jsonl``), so resume works across engines.
   ``vllm:`` models go through ``ray.data.llm``'s vLLM processor instead (``medq_synth.eval.ray_llm``).
 
@@ -77,12 +78,34 @@ def _actor_resources(device: str, actors: int = 1) -> dict[str, Any]:
     return {"num_cpus": min(1.0, cpus / max(1, actors))}
 
 
-def torch_threads(workers: int) -> int:
-    """Threads per degradation actor: the cluster's CPUs shared among the workers (Ray sets one thread per
-    actor with one logical CPU; the local engine lets torch use every core, and so do we)."""
+def unit_threads(workers: int, device: str) -> tuple[int, int]:
+    """(units each stage-1 actor runs at once, torch threads per unit). On a GPU: one unit at a time (its
+    batches fill the device; two would double its memory), with the actor's share of the CPUs as threads.
+    On CPUs: one unit per core of the actor's share, on one torch thread each. Units are independent (every
+    output has its own seed), so running them side by side is coarse-grained parallelism, where intra-op
+    threads on a 256 x 256 batch mostly wait on each other (it is what lets one worker on 2 cores match the
+    local engine despite the actor's start-up: ``benchmarks/results/scale_bench_cpu.md``)."""
     import ray
 
-    return max(1, int(ray.cluster_resources().get("CPU", 1)) // max(1, workers))
+    share = max(1, int(ray.cluster_resources().get("CPU", 1)) // max(1, workers))
+    if device != "cpu" and _gpus() > 0:
+        return 1, share
+    return share, 1
+
+
+def actor_pool(ray: Any, size: int, concurrency: int) -> tuple[Any, dict[str, Any]]:
+    """Ray Data's actor pool of ``size`` actors, each running ``concurrency`` calls at once (the units are
+    thread-safe), and the remote arguments that go with it: recent Ray takes the call limit on the
+    strategy, older Ray as the actor's ``max_concurrency``."""
+    import inspect
+
+    params = inspect.signature(ray.data.ActorPoolStrategy).parameters
+    if concurrency <= 1:
+        return ray.data.ActorPoolStrategy(size=size), {}
+    extra = {"enable_true_multi_threading": True} if "enable_true_multi_threading" in params else {}
+    if "max_concurrent_calls_per_actor" in params:
+        return ray.data.ActorPoolStrategy(size=size, max_concurrent_calls_per_actor=concurrency, **extra), {}
+    return ray.data.ActorPoolStrategy(size=size, **extra), {"max_concurrency": concurrency}
 
 
 def use_threads(n: int | None) -> None:
@@ -124,11 +147,13 @@ class ShardWriter:
         return out
 
 
-def _stage_stats(name: str, workers: int, busy: list[float], items: int, gpu: list[float | None]) -> dict:
+def _stage_stats(name: str, workers: int, busy: list[float], items: int, gpu: list[float | None],
+                 units_at_once: int = 1) -> dict:
+    """``busy_s``: the units' times summed (units an actor runs side by side each count in full)."""
     used = [float(g) for g in gpu if g is not None and g == g]        # None (or NaN through Arrow): unmeasured
     total = sum(busy)
-    return {"stage": name, "workers": workers, "busy_s": round(total, 3), "items": items,
-            "items_per_busy_s": round(items / total, 3) if total else None,
+    return {"stage": name, "workers": workers, "units_at_once": units_at_once, "busy_s": round(total, 3),
+            "items": items, "items_per_busy_s": round(items / total, 3) if total else None,
             "gpu_utilisation_pct": round(sum(used) / len(used), 1) if used else None}
 
 
@@ -140,10 +165,10 @@ def commit_shards(gen, pending: list[int], shard_sizes: list[int], bar) -> dict[
     workers = min(_workers(gen.workers), len(pending))
     t0 = time.perf_counter()
     ds = ray.data.from_items([{"shard": i} for i in pending], override_num_blocks=len(pending))
-    ds = ds.map_batches(ShardWriter, fn_constructor_kwargs={"options": gen.options,
-                                                            "threads": torch_threads(workers)}, batch_size=1,
-                        compute=ray.data.ActorPoolStrategy(size=workers),
-                        **_actor_resources(gen.options["device"], workers))
+    units, threads = unit_threads(workers, gen.options["device"])
+    compute, pool_args = actor_pool(ray, workers, units)
+    ds = ds.map_batches(ShardWriter, fn_constructor_kwargs={"options": gen.options, "threads": threads},
+                        batch_size=1, compute=compute, **pool_args, **_actor_resources(gen.options["device"], workers))
     busy, gpu, done = [], [], set()
     for row in ds.iter_rows():
         done.add(int(row["shard"]))
@@ -156,7 +181,7 @@ def commit_shards(gen, pending: list[int], shard_sizes: list[int], bar) -> dict[
     wall = time.perf_counter() - t0
     entries = sum(shard_sizes[i] for i in pending)
     return {"engine": "ray", "wall_s": round(wall, 3), "entries_per_s": round(entries / wall, 3) if wall else None,
-            "stages": [_stage_stats("degrade+write", workers, busy, entries, gpu)]}
+            "stages": [_stage_stats("degrade+write", workers, busy, entries, gpu, units)]}
 
 
 def dumps(obj: Any) -> bytes:

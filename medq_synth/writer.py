@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import re
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -37,9 +38,15 @@ def output_stem(item_id: str, output_id: str) -> str:
     return f"{safe_name(item_id)}-{hashlib.sha1(output_id.encode()).hexdigest()[:8]}"
 
 
+def _tmp(path: Path) -> Path:
+    """A temporary name beside ``path``, unique per process and thread (a Ray actor writes shards from
+    several threads at once)."""
+    return path.with_name(f"{path.name}{TMP_MARK}{os.getpid()}-{threading.get_ident()}")
+
+
 def atomic_write(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}{TMP_MARK}{os.getpid()}")
+    tmp = _tmp(path)
     with open(tmp, "wb") as fh:
         fh.write(data)
     os.replace(tmp, path)
@@ -98,7 +105,7 @@ class OutputDir:
 
         name = self.shard_name(index)
         final = self.root / "shards" / f"{name}.h5"
-        tmp = final.with_name(f"{final.name}{TMP_MARK}{os.getpid()}")
+        tmp = _tmp(final)
         with h5py.File(tmp, "w", libver="earliest", track_order=False) as h5:
             for out in outputs:
                 g = h5.create_group(out["key"], track_order=False)

@@ -30,7 +30,7 @@ VOLATILE = {"summary.json", "metrics.json", "report.md", "report.html"}   # timi
 
 @pytest.fixture(scope="module", autouse=True)
 def cluster():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
 
@@ -51,10 +51,52 @@ def local_generate(tmp_path_factory):
     return out
 
 
-def test_generate_on_ray_writes_the_same_files(local_generate, tmp_path):
-    s = generate(out=tmp_path, engine="ray", workers=2, **GEN)
+@pytest.mark.parametrize("workers", [1, 2])
+def test_generate_on_ray_writes_the_same_files(local_generate, tmp_path, workers):
+    """Two actors one shard at a time, or one actor two shards at once (its two CPUs)."""
+    s = generate(out=tmp_path, engine="ray", workers=workers, **GEN)
     assert _files(tmp_path) == _files(local_generate)
-    assert s.stages["stages"][0]["workers"] == 2 and s.stages["stages"][0]["items"] == s.n_items
+    stage = s.stages["stages"][0]
+    assert (stage["workers"], stage["units_at_once"], stage["items"]) == (workers, 3 - workers, s.n_items)
+
+
+def test_units_share_the_cores_of_each_actor():
+    """On CPUs an actor runs one unit per core of its share, one torch thread each; Ray Data gets the call
+    limit and runs the calls truly side by side."""
+    from medq_synth.scale import actor_pool, unit_threads
+
+    assert unit_threads(1, "cpu") == (2, 1) and unit_threads(2, "cpu") == (1, 1) and unit_threads(4, "cpu") == (1, 1)
+    assert unit_threads(1, "auto") == (2, 1)              # no GPU in the cluster: CPU actors whatever is asked
+    compute, extra = actor_pool(ray, 3, 2)
+    assert compute.min_size == compute.max_size == 3
+    assert compute.max_concurrent_calls_per_actor == 2 or extra == {"max_concurrency": 2}
+    assert getattr(compute, "enable_true_multi_threading", True)
+    single, extra = actor_pool(ray, 1, 1)
+    assert extra == {} and not getattr(single, "max_concurrent_calls_per_actor", None)
+
+
+def test_a_backend_that_is_not_thread_safe_answers_one_call_at_a_time():
+    from medq_synth.eval.backends import Decoding, Reply
+    from medq_synth.eval.ray_run import _OneAtATime
+
+    class Slow:
+        name, inside, most = "slow", 0, 0
+
+        def answer(self, queries, decoding):
+            self.inside += 1
+            self.most = max(self.most, self.inside)
+            time.sleep(0.05)
+            self.inside -= 1
+            return [Reply(text="A") for _ in queries]
+
+    backend = Slow()
+    wrapped = _OneAtATime(backend)
+    threads = [threading.Thread(target=wrapped.answer, args=([None], Decoding())) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert backend.most == 1 and wrapped.name == "slow"
 
 
 def _alive_pids(name: str) -> list[int]:
@@ -125,17 +167,19 @@ def _predictions(root: Path) -> set[str]:
     return set((root / "predictions.jsonl").read_text().splitlines())
 
 
-@pytest.mark.parametrize("model, replicas", [("random", 2), ("cho", 1), ("cho", 0)])
-def test_run_on_ray_gives_the_local_predictions(model, replicas, tmp_path):
-    """Two stages (``replicas`` >= 1) or the model fused into the degradation workers (0)."""
+@pytest.mark.parametrize("model, workers, replicas", [("random", 2, 2), ("cho", 2, 1), ("cho", 2, 0), ("cho", 1, None)])
+def test_run_on_ray_gives_the_local_predictions(model, workers, replicas, tmp_path):
+    """Two stages (``replicas`` >= 1) or the model fused into the degradation workers (0, and the default
+    without GPUs, where one worker runs two units at once)."""
     run(tmp_path / "local", model=model, **RUN)
-    m = run(tmp_path / "ray", model=model, engine="ray", workers=2, replicas=replicas, **RUN)
+    m = run(tmp_path / "ray", model=model, engine="ray", workers=workers, replicas=replicas, **RUN)
     assert _predictions(tmp_path / "ray") == _predictions(tmp_path / "local")
     sheets = [sorted(p.name for p in (tmp_path / d / "failures").glob("*.png")) for d in ("ray", "local")]
     assert sheets[0] == sheets[1] and (model == "cho" or sheets[0])       # random is wrong somewhere
     stages = m["run"]["stages"]["stages"]
     assert [s["stage"].split()[0] for s in stages] == ["degrade", "model"]
-    assert stages[1]["items"] == m["run"]["answered"] and ("fused" in stages[0]["stage"]) == (replicas == 0)
+    assert stages[1]["items"] == m["run"]["answered"] and ("fused" in stages[0]["stage"]) == (not replicas)
+    assert stages[0]["units_at_once"] == 2 // stages[0]["workers"]          # the 2 CPUs, shared by the workers
 
 
 def test_run_on_ray_with_a_tiny_hf_model(tmp_path):

@@ -62,11 +62,13 @@ class Reply:
 
 class Backend:
     """Subclasses set ``name`` and implement ``answer``; ``fit`` is for baselines that need the gold answers
-    of the whole set (majority) and is a no-op otherwise."""
+    of the whole set (majority) and is a no-op otherwise. ``thread_safe``: ``answer`` may be called from
+    several threads at once (a Ray worker running units side by side); otherwise its calls are serialised."""
 
     name = "backend"
     gives_letter_probs = False
     needs_prior = False
+    thread_safe = False
 
     def answer(self, queries: list[Query], decoding: Decoding) -> list[Reply]:
         raise NotImplementedError

@@ -45,6 +45,7 @@ class RandomBaseline(Backend):
 
     name = "random"
     gives_letter_probs = True
+    thread_safe = True                  # a pure function of the query
 
     def answer(self, queries: list[Query], decoding: Decoding) -> list[Reply]:
         out = []
@@ -63,6 +64,7 @@ class MajorityBaseline(Backend):
     name = "majority"
     gives_letter_probs = True
     needs_prior = True
+    thread_safe = True                  # reads the prior fitted before any answer
 
     def __init__(self) -> None:
         self.prior: dict[str, Counter] = {}
@@ -124,6 +126,7 @@ class ImageReader(Backend):
     probabilities and the decision statistics behind them (or None), or the reason it abstains."""
 
     gives_letter_probs = True
+    thread_safe = True                  # a read depends only on the query (and read-only trained state)
 
     def _read(self, q: Query) -> tuple[dict[str, float], dict | None] | str:
         raise NotImplementedError
