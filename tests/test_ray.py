@@ -130,9 +130,10 @@ def _kill_once(name: str, when, fired: list) -> threading.Thread:
 
 
 def test_worker_killed_mid_generate_loses_and_duplicates_nothing(local_generate, tmp_path):
+    """One worker with two shards in flight at once: both are lost with it, and redone."""
     fired: list[int] = []
     t = _kill_once("ShardWriter", lambda: len(list((tmp_path / "parts").glob("shard-*[0-9].jsonl"))) >= 1, fired)
-    generate(out=tmp_path, engine="ray", workers=2, **GEN)
+    generate(out=tmp_path, engine="ray", workers=1, **GEN)
     t.join(timeout=1)
     assert fired, "the test never found a live shard writer to kill"
     assert _files(tmp_path) == _files(local_generate)
@@ -167,7 +168,8 @@ def _predictions(root: Path) -> set[str]:
     return set((root / "predictions.jsonl").read_text().splitlines())
 
 
-@pytest.mark.parametrize("model, workers, replicas", [("random", 2, 2), ("cho", 2, 1), ("cho", 2, 0), ("cho", 1, None)])
+@pytest.mark.parametrize("model, workers, replicas", [("random", 2, 2), ("cho", 2, 1), ("cho", 2, 0), ("cho", 1, None),
+                                                      ("observer", 1, 1)])
 def test_run_on_ray_gives_the_local_predictions(model, workers, replicas, tmp_path):
     """Two stages (``replicas`` >= 1) or the model fused into the degradation workers (0, and the default
     without GPUs, where one worker runs two units at once)."""
