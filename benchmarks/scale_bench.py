@@ -123,6 +123,7 @@ def main() -> None:
             runs.setdefault((job, name), []).append(got)
             print(job, f"round {r + 1}", name, {k: (round(v, 2) if isinstance(v, float) else v)
                                                   for k, v in got.items() if k != "stages"}, flush=True)
+    cluster_cpus = int(ray.cluster_resources().get("CPU", 0))
     ray.shutdown()
     rows, cells = [], []
     for job in ("default", "phantoms:24"):
@@ -147,7 +148,7 @@ def main() -> None:
                           str(row["answered"]), f"{row['items_per_s']:.1f}",
                           f"{row['time_vs_local']:.2f}x ({min(ratios):.2f}-{max(ratios):.2f})",
                           f"{row['process_s']:.1f}", f"{row['process_vs_local']:.2f}x"])
-    meta = {**base_meta(a.device), "ray": ray.__version__, "cluster_cpus": os.cpu_count(), "cluster_gpus": gpus,
+    meta = {**base_meta(a.device), "ray": ray.__version__, "cluster_cpus": cluster_cpus, "cluster_gpus": gpus,
             "cluster_start_s": round(cluster_s, 1), "empty_actor_pipeline_s": round(empty_s, 2)}
 
     def overhead(job: str, name: str) -> str:

@@ -20,7 +20,7 @@ import time
 from collections import Counter
 from typing import Any
 
-from medq_synth.scale import ScaleError, _stage_stats, _workers, connect, dumps, loads
+from medq_synth.scale import ScaleError, _gpus, _stage_stats, _workers, connect, dumps, loads
 
 from .backends.base import Reply, renormalise
 from .ray_run import shown
@@ -105,8 +105,7 @@ def evaluate_vllm_ray(gen, model_id: str, setting: Setting, store, model_batch_s
     _, shards = gen.shards()
     sizes = [len(s) for s in shards]
     workers = min(_workers(gen.workers), len(shards))
-    gpus = int(ray.cluster_resources().get("GPU", 0))
-    n_replicas = replicas or max(1, gpus)
+    n_replicas = replicas or max(1, _gpus())
     config = ray_llm.vLLMEngineProcessorConfig(
         model_source=model_id, batch_size=model_batch_size, concurrency=n_replicas,
         engine_kwargs={"max_logprobs": TOP_LOGPROBS, "limit_mm_per_prompt": {"image": 2}},

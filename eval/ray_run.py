@@ -19,12 +19,14 @@ from typing import Any
 from medq_synth.scale import (
     _actor_resources,
     _gpu_utilisation,
+    _gpus,
     _stage_stats,
     _workers,
     actor_pool,
     connect,
     dumps,
     loads,
+    on_gpus,
     unit_threads,
     use_threads,
 )
@@ -239,12 +241,10 @@ def evaluate_ray(gen, model: Any, device: str, backend_options: dict[str, Any] |
     t0 = time.perf_counter()
     _, shards = gen.shards()
     workers = min(_workers(gen.workers), len(shards))
-    gpus = int(ray.cluster_resources().get("GPU", 0))
     # fused unless asked otherwise where the model has no GPU: a second stage would share the same cores and
     # ship every image between processes (measured: benchmarks/results/scale_bench_cpu.md)
-    gpu_model = gpus > 0 and device != "cpu"
-    fused = replicas == 0 or (replicas is None and not gpu_model)
-    n_replicas = workers if fused else (replicas or gpus)
+    fused = replicas == 0 or (replicas is None and not on_gpus(device))
+    n_replicas = workers if fused else (replicas or _gpus())
     sizes = [len(s) for s in shards]
     done = set(store.records)           # shipped with each actor's constructor (restartable, unlike a ref)
     units = work_units(gen, len(shards), whole_shards=fused)

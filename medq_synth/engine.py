@@ -415,8 +415,11 @@ class Generator:
         if not refs:
             reasons = "; ".join(e["reason"] for e in self.run_errors) or "the sources hold no items"
             raise GenerateError(f"no input items: {reasons}")
-        return {s.name: s for s in sources}, [refs[k: k + self.shard_items]
-                                              for k in range(0, len(refs), self.shard_items)]
+        return {s.name: s for s in sources}, self._split(refs)
+
+    def _split(self, refs: list[Ref]) -> list[list[Ref]]:
+        """Source entries in shards of ``shard_items``, in order (the layout every engine and resume share)."""
+        return [refs[k: k + self.shard_items] for k in range(0, len(refs), self.shard_items)]
 
     def stream(self, want: Callable[[Job], bool] | None = None,
                advance: Callable[[float], None] | None = None) -> Iterator[list[dict[str, Any]]]:
@@ -428,9 +431,8 @@ class Generator:
             raise GenerateError(f"no input items: {reasons}")
         by_name = {s.name: s for s in sources}
         self.stream_errors: list[dict] = []
-        for index, k in enumerate(range(0, len(refs), self.shard_items)):
-            yield from self._batches(index, refs[k: k + self.shard_items], by_name, advance or (lambda _: None),
-                                     self.stream_errors, want)
+        for index, shard in enumerate(self._split(refs)):
+            yield from self._batches(index, shard, by_name, advance or (lambda _: None), self.stream_errors, want)
 
     def _shard(self, index: int, refs: list[Ref], by_name: dict[str, Source],
                advance: Callable[[float], None]) -> tuple[list[dict], list[dict]]:
@@ -466,7 +468,7 @@ class Generator:
         by_name = {s.name: s for s in sources}
         if len(by_name) != len(sources):
             raise GenerateError("two sources share a name; rename one of the files")
-        shards = [refs[k: k + self.shard_items] for k in range(0, len(refs), self.shard_items)]
+        shards = self._split(refs)
         all_rows: list[dict] = []
         shard_errors: list[dict] = []
         bar = _progress(len(refs), self.progress)

@@ -58,6 +58,11 @@ def _gpus() -> int:
     return int(ray.cluster_resources().get("GPU", 0))
 
 
+def on_gpus(device: str) -> bool:
+    """Whether actors hold a GPU each: the cluster has GPUs and the run may use them."""
+    return device != "cpu" and _gpus() > 0
+
+
 def _workers(asked: int | None) -> int:
     import ray
 
@@ -72,7 +77,7 @@ def _actor_resources(device: str, actors: int = 1) -> dict[str, Any]:
     start all its actors would wait for ever."""
     import ray
 
-    if device != "cpu" and _gpus() > 0:
+    if on_gpus(device):
         return {"num_gpus": 1, "num_cpus": 1}
     cpus = float(ray.cluster_resources().get("CPU", 1))
     return {"num_cpus": min(1.0, cpus / max(1, actors))}
@@ -88,7 +93,7 @@ def unit_threads(workers: int, device: str) -> tuple[int, int]:
     import ray
 
     share = max(1, int(ray.cluster_resources().get("CPU", 1)) // max(1, workers))
-    if device != "cpu" and _gpus() > 0:
+    if on_gpus(device):
         return 1, share
     return share, 1
 
