@@ -9,7 +9,7 @@ import torch
 
 from medq_synth.physics import generic
 
-from .physical import chunked, to_display, to_physical
+from .physical import chunked
 from .registry import Degradation, Draw, Registry, Sampler, table_values
 from .severity import load_tables
 
@@ -43,10 +43,6 @@ def movement_params(d: Draw) -> dict[str, torch.Tensor]:
             "fill": d.fill.clone()}
 
 
-def low_dose_params(d: Draw) -> dict[str, torch.Tensor]:
-    return {**table_values("dose_fraction", "i0_full", "sigma_e")(d), "noise_seed": d.seeds.clone()}
-
-
 def build_registry() -> Registry:
     t = load_tables()
     reg = Registry()
@@ -68,11 +64,11 @@ def build_registry() -> Registry:
     add("rotation", rotation_params, lambda v, p: generic.rotation(v, p["angle_deg"], p["fill"]), n_uniform=1)
     add("movement", movement_params, _movement_apply, n_uniform=2)
 
-    add("ct_low_dose", low_dose_params, _ct_apply(_low_dose), physical=True)
-    add("ct_sparse_view", table_values("n_views", rounded=("n_views",)), _ct_apply(_sparse_view), physical=True)
-    add("ct_limited_angle", table_values("arc_deg"), _ct_apply(_limited_angle), physical=True)
-
+    from . import ct_degradations as ct
     from . import mri_degradations as mri
+
+    for name, sampler, fn, n_pattern in ct.ENTRIES:
+        add(name, sampler, fn, n_pattern=n_pattern, physical=True, image_dependent=True)
     from . import ultrasound_degradations as us
 
     for name, sampler, fn, n_pattern in mri.ENTRIES:
@@ -97,50 +93,6 @@ def _movement_apply(v: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor
     d = p["shift_frac"] * size
     shift = torch.stack([d * torch.cos(p["direction_rad"]), d * torch.sin(p["direction_rad"])], dim=1)
     return generic.movement(v, shift, p["angle_deg"], p["weight"], p["fill"])
-
-
-# -- CT: the physics works in HU on the item's own pixel size ------------------------------------------------
-CT_FILTER = "shepp-logan"
-CT_FAN_VIEWS = 720          # full fan scan (see severities.toml, ct_sparse_view)
-CT_PARALLEL_VIEWS = 360     # full 180 deg parallel scan (ct_limited_angle)
-
-
-def _ct_apply(simulate):
-    """Wrap ``simulate(hu (B, H, W), pixel_mm, params of those items) -> hu`` as a registry ``apply`` on
-    display-normalised input: back to HU through each item's window, simulate, and forward again."""
-    def apply(v: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:
-        hu = to_physical(v, p)
-        out = torch.empty_like(hu)
-        for px in torch.unique(p["pixel_mm"]).tolist():
-            sel = (p["pixel_mm"] == px).nonzero().flatten().tolist()
-            out[sel] = simulate(hu[sel], float(px), {k: t[sel] for k, t in p.items()})
-        return to_display(out, p, v)
-    return apply
-
-
-def _low_dose(hu: torch.Tensor, px: float, p: dict[str, torch.Tensor]) -> torch.Tensor:
-    from medq_synth.kernels.geometry import default_geometry
-    from medq_synth.physics import ct
-
-    g = default_geometry("fan", tuple(hu.shape[-2:]), px, n_views=CT_FAN_VIEWS)
-    return ct.low_dose(hu, g, px, float(p["i0_full"][0]), p["dose_fraction"], p["sigma_e"], p["noise_seed"],
-                       CT_FILTER)
-
-
-def _sparse_view(hu: torch.Tensor, px: float, p: dict[str, torch.Tensor]) -> torch.Tensor:
-    from medq_synth.kernels.geometry import default_geometry
-    from medq_synth.physics import ct
-
-    g = default_geometry("fan", tuple(hu.shape[-2:]), px, n_views=CT_FAN_VIEWS)
-    return ct.fewer_views(hu, g, g.sparse(int(p["n_views"][0])), px, CT_FILTER)
-
-
-def _limited_angle(hu: torch.Tensor, px: float, p: dict[str, torch.Tensor]) -> torch.Tensor:
-    from medq_synth.kernels.geometry import default_geometry
-    from medq_synth.physics import ct
-
-    g = default_geometry("parallel", tuple(hu.shape[-2:]), px, n_views=CT_PARALLEL_VIEWS)
-    return ct.fewer_views(hu, g, g.limited(math.radians(float(p["arc_deg"][0]))), px, CT_FILTER)
 
 
 REGISTRY = build_registry()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
@@ -151,7 +152,10 @@ def _physical_context(jobs: list[Job], win: np.ndarray, device: torch.device) ->
         else:
             raise ValueError(f"{j.item.id}: no pixel spacing for a physical model")
     ctx = {"window_lo": torch.from_numpy(win[:, 0].copy()), "window_hi": torch.from_numpy(win[:, 1].copy()),
-           "pixel_mm": torch.tensor(pixel, dtype=torch.float64)}
+           "pixel_mm": torch.tensor(pixel, dtype=torch.float64),
+           # the reconstruction field the file records (CT), NaN where none: a prior for a truncated body
+           "_recon_diameter_mm": torch.tensor([float(j.item.meta.get("reconstruction_diameter_mm", math.nan))
+                                               for j in jobs], dtype=torch.float64)}
     first = jobs[0].item                        # batches never mix raw-data and image items (see _batches)
     if first.kspace is not None:
         ctx["_kspace"] = torch.from_numpy(np.stack([j.item.kspace for j in jobs])).to(device)

@@ -70,17 +70,40 @@ def _acquire(hu: torch.Tensor, g: Geometry, pixel_mm: float) -> torch.Tensor:
     return K.forward(hu_to_mu(hu), g, pixel_mm)
 
 
+def inserted_noise(p: torch.Tensor, i0_full: float, dose_fraction: torch.Tensor, sigma_e: torch.Tensor,
+                   seeds: torch.Tensor) -> torch.Tensor:
+    """Line integrals of a reduced-dose scan made from full-dose ones ``p`` (``B x V x D``), by noise insertion
+    (Yu et al. 2012; Zeng et al. 2015): the full-dose data already carry the noise of I0 = ``i0_full`` photons
+    per bin, so only what the lower dose adds is drawn. Counts at dose fraction a are a lam + n, with lam =
+    I0 e^-p and n Gaussian of variance a (1 - a) lam + (1 - a^2) sigma_e^2: with the full-dose variance
+    a^2 (lam + sigma_e^2) this gives a lam + sigma_e^2, the reduced-dose Poisson and electronic variance. Counts
+    are clamped at MIN_COUNT before the log; p_ld = -ln(counts / (a I0)). At a = 1 nothing is added (p_ld = p
+    exactly). ``dose_fraction``, ``sigma_e`` (counts): ``(B,)``; ``seeds``: int64 ``(B,)``."""
+    a = dose_fraction.to(torch.float64)[:, None, None].to(p.device)
+    se = sigma_e.to(torch.float64)[:, None, None].to(p.device)
+    lam = i0_full * torch.exp(-p.double())
+    var = (a * (1.0 - a) * lam + (1.0 - a * a) * se * se).clamp_min(0.0)
+    z = rng.normal(rng.substreams(seeds, "ct-insertion"), tuple(p.shape[1:]), p.device, torch.float64)
+    counts = a * lam + torch.sqrt(var) * z
+    return torch.where(var > 0, -torch.log(counts.clamp_min(MIN_COUNT) / (a * i0_full)), p.double()).to(p.dtype)
+
+
 def low_dose(hu: torch.Tensor, g: Geometry, pixel_mm: float, i0_full: float, dose_fraction: torch.Tensor,
              sigma_e: torch.Tensor, seeds: torch.Tensor, window: str = "ramp",
              mode: str = "difference") -> torch.Tensor:
-    """Low-dose CT: the full acquisition ``g`` with I0 = dose_fraction x ``i0_full`` photons per bin,
-    Poisson + electronic noise, reconstructed. HU in, HU out."""
+    """Low-dose CT of the acquisition ``g``. HU in, HU out.
+
+    ``difference``: the image is taken as a full-dose reconstruction (I0 = ``i0_full`` photons per bin) and
+    the reduced-dose noise is inserted into its projections (``inserted_noise``), so dose fraction 1 returns
+    the image unchanged; ``full``: the whole acquisition at I0 = dose_fraction x ``i0_full`` is simulated
+    (Poisson + electronic noise, ``transmission_noise``) and reconstructed."""
     _check_mode(mode)
     shape = tuple(hu.shape[-2:])
     p = _acquire(hu, g, pixel_mm)
-    noisy = transmission_noise(p, dose_fraction.to(p) * i0_full, sigma_e.to(p), seeds)
     if mode == "full":
+        noisy = transmission_noise(p, dose_fraction.to(p) * i0_full, sigma_e.to(p), seeds)
         return reconstruct(noisy, g, pixel_mm, shape, window)
+    noisy = inserted_noise(p, i0_full, dose_fraction, sigma_e, seeds)
     # FBP is linear and HU affine in mu: recon(noisy) - recon(clean) = 1000 / mu_w FBP(noisy - clean), one
     # reconstruction instead of two and no cancellation of two large images.
     return hu + K.fbp(noisy - p, g, pixel_mm, shape, window) * (1000.0 / MU_WATER)

@@ -117,6 +117,9 @@ def read_dicom(path: Path, modality: str | None, rule: str, default: str | None 
     phys = np.asarray(apply_modality_lut(arr, ds), dtype=np.float64)
     meta0: dict[str, Any] = {"modality_lut": "ModalityLUTSequence" if "ModalityLUTSequence" in ds else
                              "rescale" if "RescaleSlope" in ds or "RescaleIntercept" in ds else "identity"}
+    recon = getattr(ds, "ReconstructionDiameter", None)
+    if recon is not None and str(recon).strip():
+        meta0["reconstruction_diameter_mm"] = float(recon)
     if "RescaleSlope" in ds or "RescaleIntercept" in ds:
         meta0["rescale"] = [float(getattr(ds, "RescaleSlope", 1) or 1), float(getattr(ds, "RescaleIntercept", 0) or 0)]
     units_hu = mod == "ct"
