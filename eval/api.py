@@ -57,7 +57,8 @@ def run(out: str | Path, model: str | Backend = "cho", sources: list[str] | None
         model_batch_size: int = 8, label: str | None = None, progress: bool = True, judge: str | None = None,
         n_boot: int = 1000, backend_options: dict[str, Any] | None = None, parser: str = "",
         modality: str | None = None, on_record: Any = None, severities_file: str | None = None,
-        engine: str = "local", workers: int | None = None, replicas: int | None = None) -> dict[str, Any]:
+        engine: str = "local", workers: int | None = None, replicas: int | None = None,
+        phase_encode: str | None = None, mpp: float | None = None) -> dict[str, Any]:
     """Degrade on ``device`` and answer (``medq-synth run``); returns metrics.json. ``backend_options`` go to
     the backend's constructor (hf: ``dtype``, ``processor_kwargs``). ``engine="ray"``: both stages on a Ray
     cluster (``workers`` degradation actors, ``replicas`` model replicas; ``medq_synth.scale``)."""
@@ -70,7 +71,7 @@ def run(out: str | Path, model: str | Backend = "cho", sources: list[str] | None
         gen = Generator(sources or ["phantoms"], out, degradations=degradations, levels=levels,
                         severities=severities, seed=seed, device=device, batch_size=batch_size, limit=limit,
                         progress=False, modality=modality, severities_file=severities_file, engine=engine,
-                        workers=workers)
+                        workers=workers, phase_encode=phase_encode, mpp=mpp)
     except (GenerateError, ValueError) as e:
         raise EvalError(str(e)) from None
     # on Ray, a model spec is loaded by each replica on its own device, not here (the majority baseline,

@@ -28,6 +28,15 @@ def _engine_args(p: argparse.ArgumentParser, replicas: bool = False) -> None:
                             "each worker)")
 
 
+def _acquisition_args(p: argparse.ArgumentParser) -> None:
+    """Acquisition facts for files that record none (each output records the value used and its origin)."""
+    p.add_argument("--phase-encode", type=str.lower, choices=("row", "col"), default=None,
+                   help="MRI in-plane phase-encode direction where the file records none (DICOM "
+                        "InPlanePhaseEncodingDirection, NIfTI dim_info): row = left-right (default), col = up-down")
+    p.add_argument("--mpp", type=float, default=None, metavar="UM",
+                   help="histopathology microns per pixel where the file records none (default 0.5, a 20x scan)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="medq-synth", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -52,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="severity tables (TOML, as written by calibrate) replacing the packaged ones they name")
     g.add_argument("--modality", default=None,
                    help="modality of files that record none (PNG, JPEG, .npy, NIfTI) outside a folder named after one")
+    _acquisition_args(g)
     g.add_argument("--no-progress", action="store_true")
     _engine_args(g)
 
@@ -90,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--batch-size", type=int, default=16, help="degradation batch size")
     r.add_argument("--limit", type=int, default=None)
     r.add_argument("--modality", default=None, help="as for generate")
+    _acquisition_args(r)
     r.add_argument("--severities", default=None, metavar="FILE", help="as for generate")
     _engine_args(r, replicas=True)
 
@@ -184,7 +195,7 @@ def cmd_generate(a: argparse.Namespace) -> int:
                      severities=tuple(a.severity), seed=a.seed, device=a.device, batch_size=a.batch_size,
                      limit=a.limit, export_tsv=a.export_tsv, shard_items=a.shard_items, slice_rule=a.slices,
                      modality=a.modality, severities_file=a.severities, engine=a.engine, workers=a.workers,
-                     progress=not a.no_progress)
+                     phase_encode=a.phase_encode, mpp=a.mpp, progress=not a.no_progress)
     except GenerateError as e:
         print(f"medq-synth generate: error: {e}", file=sys.stderr)
         return 2
@@ -279,7 +290,8 @@ def cmd_eval(a: argparse.Namespace) -> int:
                 metrics = run(a.out, sources=a.source, degradations=a.degradations, levels=a.levels,
                               severities=tuple(a.severity), seed=a.seed, batch_size=a.batch_size, limit=a.limit,
                               modality=a.modality, severities_file=a.severities, engine=a.engine,
-                              workers=a.workers, replicas=a.replicas, **common)
+                              workers=a.workers, replicas=a.replicas, phase_encode=a.phase_encode, mpp=a.mpp,
+                              **common)
             except GenerateError as e:
                 raise EvalError(str(e)) from None
         else:

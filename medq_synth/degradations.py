@@ -72,13 +72,14 @@ def build_registry() -> Registry:
     from . import ultrasound_degradations as us
 
     for name, sampler, fn, n_pattern in mri.ENTRIES:
-        add(name, sampler, fn, n_pattern=n_pattern, physical=True, image_dependent=True)
+        add(name, sampler, fn, n_pattern=n_pattern, physical=True, image_dependent=True,
+            phase_encoded=name in mri.PHASE_ENCODED)
     add("us_speckle", us.speckle_params, chunked(us.speckle_apply), physical=True, image_dependent=True)
     add("us_speckle_sector", us.sector_params, chunked(us.sector_apply), physical=True, image_dependent=True)
 
     from . import xray_degradations as xr
 
-    add("xray_exposure", xr.exposure_params, xr.exposure_apply)
+    add("xray_exposure", xr.exposure_params, xr.exposure_apply, n_pattern=1)
     add("xray_motion_blur", xr.motion_blur_params, xr.motion_blur_apply, n_pattern=2)
 
     from . import pathology_degradations as path

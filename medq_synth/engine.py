@@ -23,7 +23,7 @@ import torch
 from . import __version__
 from .degradations import registry_for
 from .display import png_bytes, to_uint8
-from .items import Item, ItemError, normalise_modality, validate
+from .items import PHASE_ENCODE, Item, ItemError, normalise_modality, validate
 from .metrics import psnr, ssim
 from .registry import Degradation, Selection, level_key
 from .seeding import output_seed, pattern_seed
@@ -137,6 +137,9 @@ def _param_row(params: dict[str, torch.Tensor], i: int) -> tuple[dict[str, Any],
 # Pixel size assumed for items that carry none (CT: a 512 px, 358 mm abdominal field; MRI: 1 mm, a 256 mm
 # head field at 256 px; ultrasound: 0.2 mm, a 51 mm deep field at 256 px), recorded per output.
 DEFAULT_PIXEL_MM = {"ct": 0.7, "mri": 1.0, "ultrasound": 0.2}
+# Microns per pixel assumed for slides that record none: a 20x whole-slide scan (0.5 um/px, the common 20x
+# resolution of Aperio / Hamamatsu scanners), recorded per output.
+DEFAULT_MPP = 0.5
 
 
 def _physical_context(jobs: list[Job], win: np.ndarray, device: torch.device) -> dict[str, torch.Tensor]:
@@ -189,7 +192,8 @@ class Generator:
                  device: str = "auto", batch_size: int = 16, limit: int | None = None,
                  export_tsv: bool = False, shard_items: int = 16, slice_rule: str = "middle",
                  progress: bool = True, modality: str | None = None, severities_file: str | None = None,
-                 engine: str = "local", workers: int | None = None) -> None:
+                 engine: str = "local", workers: int | None = None, phase_encode: str | None = None,
+                 mpp: float | None = None) -> None:
         if batch_size < 1 or shard_items < 1:
             raise GenerateError("--batch-size and --shard-items must be >= 1")
         bad_levels = [lv for lv in levels if lv not in LEVEL_SEVERITY]
@@ -204,7 +208,8 @@ class Generator:
         self.options = dict(sources=list(sources), out=str(out), degradations=degradations, levels=tuple(levels),
                             severities=tuple(severities), seed=seed, device=device, batch_size=batch_size,
                             limit=limit, export_tsv=export_tsv, shard_items=shard_items, slice_rule=slice_rule,
-                            progress=False, modality=modality, severities_file=severities_file)
+                            progress=False, modality=modality, severities_file=severities_file,
+                            phase_encode=phase_encode, mpp=mpp)
         self.engine, self.workers = engine, workers
         self.out = OutputDir(Path(out))
         self.source_specs = list(sources)
@@ -218,6 +223,14 @@ class Generator:
             self.modality = normalise_modality(modality) if modality else None
         except ItemError as e:
             raise GenerateError(f"--modality: {e}") from None
+        # the in-plane phase-encode direction of MRI files that record none (``--phase-encode``)
+        self.phase_encode = phase_encode.upper() if phase_encode else None
+        if self.phase_encode is not None and self.phase_encode not in PHASE_ENCODE:
+            raise GenerateError(f"--phase-encode is row or col, not {phase_encode!r}")
+        # microns per pixel of slides that record none (``--mpp``)
+        if mpp is not None and not (math.isfinite(mpp) and mpp > 0):
+            raise GenerateError(f"--mpp must be a positive number of microns per pixel, not {mpp}")
+        self.mpp = None if mpp is None else float(mpp)
         self.run_errors: list[dict[str, Any]] = []
         try:
             self.registry = registry_for(severities_file)
@@ -250,6 +263,8 @@ class Generator:
                 "levels": list(self.levels), "severities": list(self.severities), "seed": self.seed,
                 "limit": self.limit, "shard_items": self.shard_items, "slice_rule": self.slice_rule,
                 **({"modality": self.modality} if self.modality else {}),
+                **({"phase_encode": self.phase_encode} if self.phase_encode else {}),
+                **({"mpp": self.mpp} if self.mpp else {}),
                 **({"severities_sha256": self.severities_digest} if self.severities_digest else {}),
                 "device_type": self.device.type,
                 "n_refs": len(refs)}
@@ -283,12 +298,23 @@ class Generator:
                          "reason": f"unexpected {type(e).__name__}: {e}", "where": _where(e), "shard": shard}]
         good, errs = [], []
         for it in items:
+            self._acquisition_defaults(it)
             try:
                 good.append(validate(it))
             except ItemError as e:
                 errs.append({"stage": "validate", "kind": "input", "source": ref.source, "item": it.id,
                              "reason": str(e), "shard": shard})
         return good, errs
+
+    def _acquisition_defaults(self, it: Item) -> None:
+        """What the file does not record, from the command line or the documented default, recorded in the
+        item's meta (and so in every output's manifest row) with where it came from."""
+        if it.modality == "mri" and "phase_encode" not in it.meta:
+            it.meta.update(phase_encode=self.phase_encode or "ROW", phase_encode_from="--phase-encode"
+                           if self.phase_encode else "default: none recorded (phase left-right, as fastMRI)")
+        if it.modality == "histopathology" and "mpp" not in it.meta:
+            it.meta.update(mpp=self.mpp or DEFAULT_MPP, mpp_from="--mpp" if self.mpp else
+                           f"default: none recorded ({DEFAULT_MPP} um/px, a 20x scan)")
 
     def _jobs(self, items: list[Item]) -> list[Job]:
         jobs: list[Job] = []
@@ -326,10 +352,19 @@ class Generator:
             fill = torch.from_numpy((background - win[:, 0]) / (win[:, 1] - win[:, 0]))
             patterns = torch.tensor([pattern_seed(self.seed, j.item.id, j.deg_name) for j in jobs], dtype=torch.int64)
             ctx = _physical_context(jobs, win, dev) if deg.physical else {}
-            inputs = {"v": v0, **ctx} if deg.image_dependent else None
-            params = deg.sample_params(jobs[0].severity, seeds, tuple(x.shape[-2:]), fill, patterns, inputs)
+            # k-space models encode phase along the columns: an up-down (COL) item goes in transposed
+            vertical = deg.phase_encoded and jobs[0].item.phase_encode == "COL"
+            v_in = v0.transpose(-1, -2) if vertical else v0
+            if vertical and "_kspace" in ctx:
+                ctx["_kspace"] = ctx["_kspace"].transpose(-1, -2)
+            inputs = {"v": v_in, **ctx} if deg.image_dependent else None
+            params = deg.sample_params(jobs[0].severity, seeds, tuple(v_in.shape[-2:]), fill, patterns, inputs)
             params.update(ctx)
-            v = deg.apply(v0, params)
+            v = deg.apply(v_in, params)
+            if vertical:
+                v = v.transpose(-1, -2).contiguous()
+            if deg.phase_encoded:
+                params["phase_encode_vertical"] = torch.full((len(jobs),), int(vertical), dtype=torch.int64)
         phys = (lo + v * span).cpu().numpy()
         disp = to_uint8(v).cpu().numpy()
         c0, c = v0.clamp(0, 1), v.clamp(0, 1)
@@ -404,7 +439,7 @@ class Generator:
         jobs = [j for j in self._jobs(items) if want is None or want(j)]
         groups: dict[tuple, list[Job]] = defaultdict(list)
         for j in jobs:
-            groups[(j.deg_name, j.level_key, j.item.shape, j.item.raw_signature)].append(j)
+            groups[(j.deg_name, j.level_key, j.item.shape, j.item.raw_signature, j.item.phase_encode)].append(j)
         for key in sorted(groups, key=str):
             g = groups[key]
             for k in range(0, len(g), self.batch_size):

@@ -23,6 +23,7 @@ _MODALITY_ALIASES = {
 }
 
 MIN_SIDE_PX = 16
+PHASE_ENCODE = ("ROW", "COL")     # DICOM InPlanePhaseEncodingDirection: phase encoded along a row / a column
 OPTION_LETTERS = "ABCDE"
 
 
@@ -82,6 +83,11 @@ class Item:
     @property
     def shape(self) -> tuple[int, int, int]:
         return tuple(self.image.shape)  # type: ignore[return-value]
+
+    @property
+    def phase_encode(self) -> str:
+        """In-plane phase-encode direction, DICOM's terms: ``ROW`` (left-right) or ``COL`` (up-down)."""
+        return str(self.meta.get("phase_encode", "ROW"))
 
     @property
     def raw_signature(self) -> tuple:

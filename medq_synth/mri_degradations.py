@@ -219,3 +219,6 @@ ENTRIES = [
     ("mri_noise", noise_params, noise_apply, 0),
 ]
 ENTRIES = [(name, sampler, chunked(fn), n) for name, sampler, fn, n in ENTRIES]
+# the models that act on k-space lines, written for phase encoding along the columns (the engine transposes
+# items encoded up-down); the bias field is a smooth image-domain product, with no encoding direction
+PHASE_ENCODED = frozenset(name for name, *_ in ENTRIES if name != "mri_bias_field")

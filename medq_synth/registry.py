@@ -101,6 +101,9 @@ class Degradation:
     physical: bool = False
     # The draw depends on the image (e.g. MRI motion is scaled to a k-space-energy-weighted measure).
     image_dependent: bool = False
+    # A k-space model written for phase encoding along the image columns (left-right, DICOM "ROW"): the engine
+    # hands it items encoded up-down ("COL") transposed, and transposes the result back.
+    phase_encoded: bool = False
 
     @property
     def name(self) -> str:

@@ -18,15 +18,22 @@ MAX_CURVATURE = 0.25      # control-point offset / chord of the motion path: fro
 
 
 def exposure_params(d: Draw) -> dict[str, torch.Tensor]:
+    """Over- or under-exposure, drawn per item from its pattern stream (both levels of an item err the same
+    way): ``direction`` +1 over, -1 under; ``relative_exposure`` = exposure_factor ** direction."""
+    direction = torch.where(d.pattern[:, 0] < 0.5, -1, 1).to(torch.int64)
+    factor = d.const("exposure_factor")
     return {**table_values("exposure_factor", "photons_per_pixel", "saturation", "line_integral_range")(d),
+            "direction": direction, "relative_exposure": factor ** direction.double(),
             "noise_seed": d.pattern_seeds.clone()}
 
 
 def exposure_apply(v: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The change of the displayed line integral, added to the input (so an unchanged exposure is the input)."""
     span = p["line_integral_range"].to(v)[:, None, None]
     line = v.mean(dim=1) * span
-    shown = xray.exposure(line, p["photons_per_pixel"], p["exposure_factor"], p["saturation"], p["noise_seed"])
-    return (shown / span)[:, None].expand_as(v).contiguous()
+    shown = xray.exposure_change(line, p["photons_per_pixel"], p["relative_exposure"], p["saturation"],
+                                 p["noise_seed"])
+    return v + ((shown - line) / span)[:, None]
 
 
 def motion_blur_params(d: Draw) -> dict[str, torch.Tensor]:

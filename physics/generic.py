@@ -150,7 +150,7 @@ def reduce_contrast(v: torch.Tensor, contrast: torch.Tensor) -> torch.Tensor:
     *displayed* item ``clip(v, 0, 1)``: MedQ-Deg's fitted model is defined relative to the image mean, and
     the displayed mean keeps a CT's air (far below the window) from dragging the whole image to black."""
     mu = channel_mean(v.clamp(0.0, 1.0))
-    return mu + _per_item(v, contrast) * (v - mu)
+    return v + (_per_item(v, contrast) - 1.0) * (v - mu)       # written as a change: c = 1 gives v bit for bit
 
 
 def _rigid(v: torch.Tensor, angle_deg: torch.Tensor, shift_px: torch.Tensor, fill: torch.Tensor) -> torch.Tensor:

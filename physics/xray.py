@@ -7,8 +7,11 @@ calibrated for; lengths in pixels.
 Exposure model: counts N = Poisson(g N0 e^-p), clipped to [1, S N0] (S: detector saturation, relative to the
 nominal unattenuated count N0); the display transfer stays calibrated for the nominal exposure, p_hat =
 -ln(N / N0), so over-exposure (g > 1) darkens the image by ln g and saturates the least attenuated regions,
-under-exposure brightens it and adds quantum noise (variance = counts). No normalisation by the image: the
-exposure of an image never depends on its content.
+under-exposure (g < 1) lightens it, as on film, and adds quantum mottle (variance = counts). ``exposure``
+simulates that acquisition whole; ``exposure_change`` treats the image as the nominal exposure, which already
+carries its own quantum noise, and inserts only what the new exposure adds (the count variance g (1 - g) N0
+e^-p of a thinned acquisition, zero at g >= 1), so g = 1 returns the image itself. No normalisation by the
+image: the exposure of an image never depends on its content.
 """
 
 from __future__ import annotations
@@ -38,6 +41,23 @@ def exposure(p: torch.Tensor, n0: torch.Tensor, gain: torch.Tensor, saturation: 
     """The displayed line integral p_hat = -ln(N / N0) of an exposure ``gain`` x nominal, ``(B, H, W)``."""
     counts = detector_counts(p, n0, gain, saturation, seeds)
     return -torch.log(counts / n0.to(device=p.device, dtype=counts.dtype)[:, None, None])
+
+
+def exposure_change(p: torch.Tensor, n0: torch.Tensor, gain: torch.Tensor, saturation: torch.Tensor,
+                    seeds: torch.Tensor) -> torch.Tensor:
+    """The displayed line integral ``(B, H, W)`` of the nominal-exposure image ``p`` re-acquired at ``gain`` x
+    the nominal exposure: counts g lam + sqrt(g (1 - g) lam) z (lam = N0 e^-p; Gaussian noise insertion, as for
+    CT, added only for g < 1), clipped to [1, S N0], shown as -ln(N / N0) = p - ln g - ln(1 + noise / (g lam));
+    exactly ``p`` at g = 1. ``n0`` photons per pixel, ``gain``, ``saturation``: ``(B,)``; ``seeds`` int64."""
+    g = gain.double().to(p.device)[:, None, None]
+    lam = n0.double().to(p.device)[:, None, None] * torch.exp(-p.double())
+    var = (g * (1.0 - g) * lam).clamp_min(0.0)
+    z = rng.normal(seeds, tuple(p.shape[1:]), p.device, torch.float64)
+    rel = torch.where(var > 0, torch.sqrt(var) * z / (g * lam), torch.zeros_like(lam))
+    shown = p.double() - torch.log(g) - torch.log1p(rel.clamp_min(-1.0 + 1e-12))
+    top = torch.log(n0.double().to(p.device))[:, None, None]                     # 1 count
+    bottom = -torch.log(saturation.double().to(p.device))[:, None, None]        # the full well
+    return torch.minimum(torch.maximum(shown, bottom), top).to(p.dtype)
 
 
 def motion_kernel(length_px: float, angle_deg: torch.Tensor, curvature: torch.Tensor) -> torch.Tensor:

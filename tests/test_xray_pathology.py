@@ -46,6 +46,50 @@ def test_saturation_burns_out_the_least_attenuated_regions():
     assert float(shown[0, 0, 2]) == pytest.approx(3.0 - math.log(5.0), abs=0.01)
 
 
+def test_exposure_change_inserts_the_thinned_acquisitions_variance():
+    """On a nominal image, a re-acquisition at g < 1 adds the count variance of binomial thinning, g (1 - g) lam
+    (lam = N0 e^-p), so that with the nominal image's own g^2 lam the total is the Poisson g lam; g >= 1 adds
+    none; g = 1 returns the image bit for bit."""
+    p = torch.full((1, 256, 256), 2.0)
+    n0 = torch.tensor([2.0e4])
+    lam = 2.0e4 * math.exp(-2.0)
+    for g in (0.2, 0.5):
+        shown = xray.exposure_change(p, n0, torch.tensor([g]), torch.tensor([4.0]), torch.tensor([5]))
+        counts = (2.0e4 * torch.exp(-shown.double()))
+        assert float(counts.mean()) == pytest.approx(g * lam, rel=0.01)
+        assert float(counts.var()) == pytest.approx(g * (1 - g) * lam, rel=0.1)
+    over = xray.exposure_change(p, n0, torch.tensor([2.2]), torch.tensor([4.0]), torch.tensor([5]))
+    assert torch.allclose(over, p - math.log(2.2), atol=1e-6)
+    same = torch.rand(1, 32, 32) * 5
+    assert torch.equal(xray.exposure_change(same, n0, torch.tensor([1.0]), torch.tensor([4.0]), torch.tensor([5])),
+                       same)
+
+
+def test_xray_exposure_errs_both_ways():
+    """MedQ-Deg's exposure artefact is over- or under-exposure, drawn per item: over-exposed radiographs are
+    darker (lower line integral shown), under-exposed ones lighter and mottled, both worse at L2."""
+    from medq_synth.sources.phantoms import synthetic_item
+
+    it = synthetic_item("xray", 0)
+    v = torch.from_numpy(it.image / it.window[1])[None].float().expand(24, -1, -1, -1).contiguous()
+    deg = REGISTRY.resolve("xray_exposure")
+    seeds = torch.arange(24)
+    shift = {}
+    for severity in (0.5, 1.0):
+        p = deg.sample_params(severity, seeds, tuple(v.shape[-2:]), pattern_seeds=seeds + 1000)
+        out = deg.apply(v, p)
+        d = (out - v).mean(dim=(1, 2, 3))
+        over, under = p["direction"] == 1, p["direction"] == -1
+        assert over.any() and under.any()                        # both directions among 24 items
+        assert bool((d[over] < 0).all()) and bool((d[under] > 0).all())
+        assert torch.allclose(p["relative_exposure"][under], 1 / p["exposure_factor"][under])
+        # mottle: the under-exposed change has pixel-scale texture, the over-exposed one (a shift) far less
+        rough = (out - v)[:, 0].diff(dim=-1).std(dim=(1, 2))
+        assert float(rough[under].min()) > 3 * float(rough[over].max())
+        shift[severity] = (float(d[over].mean()), float(d[under].mean()))
+    assert shift[1.0][0] < shift[0.5][0] < 0 < shift[0.5][1] < shift[1.0][1]
+
+
 @pytest.mark.parametrize("angle", [0.0, 30.0, 165.0])
 def test_motion_kernel_is_a_path_of_the_asked_length(angle):
     k = xray.motion_kernel(19.0, torch.tensor([angle]), torch.tensor([0.0]))[0].double()

@@ -123,5 +123,6 @@ def read_fastmri(path: Path, rule: str) -> list[dict[str, Any]]:
                          "modality": "mri", "units": UNITS, "window": percentile_window(image),
                          "background": 0.0, "spacing_mm": spacing,
                          "meta": {**meta, "slice_rule": rule, "slice_index": i, "n_slices": int(ds.shape[0]),
+                                  "phase_encode": "ROW", "phase_encode_from": "fastMRI layout (phase along W)",
                                   "kspace_shape": list(k.shape), "recon_crop": list(crop)}})
         return rows

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from ..items import Item, ItemError, as_chw, normalise_modality, percentile_window
+from ..items import PHASE_ENCODE, Item, ItemError, as_chw, normalise_modality, percentile_window
 
 # Default soft-tissue display window for CT (centre 40 HU, width 400 HU), used when a DICOM carries none and
 # to map 8-bit CT renderings back to HU. Recorded on every item it touches.
@@ -105,11 +105,22 @@ def read_dicom(path: Path, modality: str | None, rule: str, default: str | None 
     mod = normalise_modality(modality or getattr(ds, "Modality", "") or default or "unknown")
     photometric = str(getattr(ds, "PhotometricInterpretation", "MONOCHROME2"))
     frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
-    colour = photometric in ("RGB", "YBR_FULL", "YBR_FULL_422") or (arr.ndim >= 3 and arr.shape[-1] == 3 and
-                                                                     getattr(ds, "SamplesPerPixel", 1) == 3)
+    top = float(2 ** int(getattr(ds, "BitsStored", 8) or 8) - 1)
+    if photometric == "PALETTE COLOR":
+        # indices into the file's colour LUTs: shown through pydicom's apply_color_lut (8- or 16-bit entries)
+        from pydicom.pixels import apply_color_lut
+
+        try:
+            arr = np.asarray(apply_color_lut(ds.pixel_array, ds))
+        except Exception as e:
+            raise ItemError(f"cannot apply the DICOM palette colour LUT: {e}") from None
+        top = 65535.0 if arr.dtype == np.uint16 else 255.0
+        arr = arr.astype(np.float64)
+    colour = photometric in ("RGB", "YBR_FULL", "YBR_FULL_422", "PALETTE COLOR") or (
+        arr.ndim >= 3 and arr.shape[-1] == 3 and getattr(ds, "SamplesPerPixel", 1) == 3)
     if colour:
         stack = arr if frames > 1 else arr[None]
-        return [_dicom_display(s, mod, ds, rule, i, frames) for i, s in _pick(stack, rule)]
+        return [_dicom_display(s, mod, ds, rule, i, frames, top) for i, s in _pick(stack, rule)]
     from pydicom.pixels import apply_modality_lut
 
     # Modality LUT (rescale slope / intercept, or a Modality LUT Sequence) through pydicom: stored values ->
@@ -117,6 +128,9 @@ def read_dicom(path: Path, modality: str | None, rule: str, default: str | None 
     phys = np.asarray(apply_modality_lut(arr, ds), dtype=np.float64)
     meta0: dict[str, Any] = {"modality_lut": "ModalityLUTSequence" if "ModalityLUTSequence" in ds else
                              "rescale" if "RescaleSlope" in ds or "RescaleIntercept" in ds else "identity"}
+    phase = str(getattr(ds, "InPlanePhaseEncodingDirection", "") or "").strip().upper()
+    if phase in PHASE_ENCODE:
+        meta0.update(phase_encode=phase, phase_encode_from="DICOM InPlanePhaseEncodingDirection")
     recon = getattr(ds, "ReconstructionDiameter", None)
     if recon is not None and str(recon).strip():
         meta0["reconstruction_diameter_mm"] = float(recon)
@@ -203,10 +217,11 @@ def _dicom_voi(ds: Any, phys: np.ndarray, units_hu: bool) -> tuple[tuple[float, 
     return (c - 0.5 - (w - 1) / 2, c - 0.5 + (w - 1) / 2), None
 
 
-def _dicom_display(s: np.ndarray, mod: str, ds: Any, rule: str, i: int, frames: int) -> dict[str, Any]:
-    bits = int(getattr(ds, "BitsStored", 8) or 8)
-    d = from_display(s, mod, float(2 ** bits - 1))
-    d["meta"].update({"slice_rule": rule, "slice_index": i, "n_slices": frames})
+def _dicom_display(s: np.ndarray, mod: str, ds: Any, rule: str, i: int, frames: int, top: float) -> dict[str, Any]:
+    """A colour DICOM frame (RGB after pydicom's colour conversion or palette LUT; ``top`` is white)."""
+    d = from_display(s, mod, top)
+    d["meta"].update({"slice_rule": rule, "slice_index": i, "n_slices": frames,
+                      "photometric": str(getattr(ds, "PhotometricInterpretation", ""))})
     d["modality"] = mod
     return d
 
@@ -224,6 +239,7 @@ def read_nifti(path: Path, modality: str, rule: str) -> list[dict[str, Any]]:
     try:
         img = nib.load(str(path))
         axcodes = "".join(nib.aff2axcodes(img.affine))
+        phase = nifti_phase_encode(img)
         img = nib.as_closest_canonical(img)
         data = np.asarray(img.dataobj, dtype=np.float64)
     except Exception as e:
@@ -244,9 +260,34 @@ def read_nifti(path: Path, modality: str, rule: str) -> list[dict[str, Any]]:
         out.append({"image": as_chw(s), "modality": modality, "spacing_mm": spacing_mm,
                     "meta": {"slice_rule": rule, "slice_index": k, "n_slices": data.shape[2],
                              "slice_axis": "z (inferior to superior)", "orientation_on_disk": axcodes,
-                             "display": "RAS canonical; radiological (anterior up, patient right on the left)"},
+                             "display": "RAS canonical; radiological (anterior up, patient right on the left)",
+                             **phase},
                     **d})
     return out
+
+
+def nifti_phase_encode(img: Any) -> dict[str, str]:
+    """The in-plane phase-encode direction of the axial display (``read_nifti``) from the header's ``dim_info``:
+    the phase dimension of the array on disk is followed through the canonical reorientation (nibabel's
+    ``io_orientation``: disk axis i becomes RAS axis ornt[i, 0]); RAS x runs along the displayed columns
+    (phase left-right: ``ROW``), y along the rows (``COL``). A phase axis along z (through the displayed
+    plane, as in a sagittal acquisition shown axially) leaves the in-plane direction to the frequency axis:
+    the other in-plane axis. Empty where the header records none."""
+    import nibabel as nib
+
+    try:
+        freq, phase, _ = img.header.get_dim_info()
+    except Exception:       # not a NIfTI-1/2 header (e.g. ANALYZE)
+        return {}
+    ornt = nib.orientations.io_orientation(img.affine)
+    ras = {axis: int(ornt[axis, 0]) for axis in (freq, phase) if axis is not None and axis < len(ornt)}
+    if phase in ras and ras[phase] in (0, 1):
+        direction = "ROW" if ras[phase] == 0 else "COL"
+    elif freq in ras and ras[freq] in (0, 1):
+        direction = "COL" if ras[freq] == 0 else "ROW"
+    else:
+        return {}
+    return {"phase_encode": direction, "phase_encode_from": f"NIfTI dim_info (phase dim {phase}, freq dim {freq})"}
 
 
 def read_npy(path: Path, modality: str) -> list[dict[str, Any]]:
