@@ -159,11 +159,17 @@ def _physical_context(jobs: list[Job], win: np.ndarray, device: torch.device) ->
            # the reconstruction field the file records (CT), NaN where none: a prior for a truncated body
            "_recon_diameter_mm": torch.tensor([float(j.item.meta.get("reconstruction_diameter_mm", math.nan))
                                                for j in jobs], dtype=torch.float64)}
+    # the image region a file records ([x0, y0, x1, y1] px, -1 where none): DICOM ultrasound regions
+    ctx["_image_region"] = torch.tensor([j.item.meta.get("image_region", [-1, -1, -1, -1]) for j in jobs],
+                                        dtype=torch.int64)
     first = jobs[0].item                        # batches never mix raw-data and image items (see _batches)
     if first.kspace is not None:
         ctx["_kspace"] = torch.from_numpy(np.stack([j.item.kspace for j in jobs])).to(device)
     if first.echogenicity is not None:
         ctx["_echogenicity"] = torch.from_numpy(np.stack([j.item.echogenicity for j in jobs])).to(device)
+        # the seed of the speckle the item was rendered with (-1: none recorded; the pattern seed is used)
+        ctx["_speckle_seed"] = torch.tensor([int(j.item.meta.get("speckle_seed", -1)) for j in jobs],
+                                            dtype=torch.int64)
     return ctx
 
 

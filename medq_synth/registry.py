@@ -56,6 +56,7 @@ class Draw:
     fill: torch.Tensor               # (B,) background in window fractions
     shape: tuple[int, int]
     inputs: dict[str, torch.Tensor] = field(default_factory=dict)
+    identity: dict[str, float] = field(default_factory=dict)     # the table at severity 0 (the clean settings)
 
     @property
     def batch(self) -> int:
@@ -143,7 +144,8 @@ class Degradation:
                     pattern=stream(pattern_seeds, "pattern", self.n_pattern),
                     seeds=seeds, pattern_seeds=pattern_seeds,
                     fill=torch.zeros(len(seeds), dtype=torch.float64) if fill is None else fill,
-                    shape=tuple(shape), inputs=dict(inputs or {}))
+                    shape=tuple(shape), inputs=dict(inputs or {}),
+                    identity=self.magnitudes(0.0, max(shape)))
         return self.sampler(draw)
 
     def apply(self, v: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:

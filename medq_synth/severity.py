@@ -31,14 +31,15 @@ class ParamSpec:
     min_L2: float | None = None
 
     def anchors(self, size_px: int | None = None) -> tuple[float, float, float]:
-        """(identity, L1, L2) for an image of ``size_px``: scaled by ``size_px / size_ref_px``, then floored."""
+        """(identity, L1, L2) for an image of ``size_px``: L1 and L2 scaled by ``size_px / size_ref_px``, then
+        floored; the identity (no degradation: a 1 px motion, a 0 px blur) is the same at every size."""
         k = size_px / self.size_ref_px if self.size_ref_px and size_px else 1.0
         l1, l2 = self.L1 * k, self.L2 * k
         if self.min_L1 is not None:
             l1 = max(l1, self.min_L1)
         if self.min_L2 is not None:
             l2 = max(l2, self.min_L2)
-        return self.identity * k, l1, l2
+        return self.identity, l1, l2
 
     def value(self, severity: float, size_px: int | None = None) -> float:
         """The parameter at ``severity`` (in [0, 1]); pixel lengths are scaled to an image of ``size_px``,

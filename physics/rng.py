@@ -39,6 +39,15 @@ def normal(seeds: torch.Tensor, shape: tuple[int, ...], device: torch.device | s
     return out
 
 
+def uniform_field(seeds: torch.Tensor, shape: tuple[int, ...], device: torch.device | str,
+                  dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Uniform [0, 1) fields of ``shape`` per item, ``(B, *shape)``, each from its own seed (as ``normal``)."""
+    out = torch.empty((len(seeds), *shape), device=device, dtype=dtype)
+    for i, s in enumerate(seeds.tolist()):
+        torch.rand(shape, generator=generator(s, device), device=device, dtype=dtype, out=out[i])
+    return out
+
+
 def poisson(seeds: torch.Tensor, rate: torch.Tensor) -> torch.Tensor:
     """Poisson draws of ``rate`` (``(B, ...)``, events per element), one generator per item, same shape."""
     out = torch.empty_like(rate)

@@ -56,7 +56,7 @@ def padding(shape: tuple[int, int]) -> int:
     return max(8, math.ceil(max(shape) / 10))
 
 
-def _dft(x: torch.Tensor, dim: int, inverse: bool = False) -> torch.Tensor:
+def dft(x: torch.Tensor, dim: int, inverse: bool = False) -> torch.Tensor:
     fn = torch.fft.ifft if inverse else torch.fft.fft
     return blocked(lambda t: fn(t, dim=dim), x)
 
@@ -88,23 +88,31 @@ def psf_sigmas_px(shape: tuple[int, int], pixel_mm: torch.Tensor, f0_mhz: torch.
 
 def bmode(echogenicity: torch.Tensor, pixel_mm: torch.Tensor, f0_mhz: torch.Tensor, bandwidth: torch.Tensor,
           f_number: torch.Tensor, focus_fraction: torch.Tensor, depth_of_field_fraction: torch.Tensor,
-          snr_db: torch.Tensor, seeds: torch.Tensor) -> torch.Tensor:
+          snr_db: torch.Tensor, seeds: torch.Tensor, noise_rise_db: torch.Tensor | None = None) -> torch.Tensor:
     """The envelope A ``(B, H, W)`` of the echo from ``echogenicity`` ``(B, H, W)`` (linear power); all other
     parameters ``(B,)`` in the module's units; ``seeds`` int64 ``(B,)`` (scatterers; the noise from a
-    substream). Log compression is ``log_compress``."""
+    substream); ``noise_rise_db``: the thermal noise's rise from the top row to the bottom one (TGC). Log
+    compression is ``log_compress``."""
     b, h, w = echogenicity.shape
     dev = echogenicity.device
     p = padding((h, w))
     z = rng.normal(seeds, (2, h + 2 * p, w + 2 * p), dev, torch.float32) / math.sqrt(2.0)
     sz, sx = psf_sigmas_px((h, w), pixel_mm, f0_mhz, bandwidth, f_number, focus_fraction, depth_of_field_fraction)
-    return noisy_envelope(echo(echogenicity, torch.complex(z[:, 0], z[:, 1]), sz, sx), snr_db, seeds)
+    return noisy_envelope(echo(echogenicity, torch.complex(z[:, 0], z[:, 1]), sz, sx), snr_db, seeds, noise_rise_db)
 
 
-def noisy_envelope(r: torch.Tensor, snr_db: torch.Tensor, seeds: torch.Tensor) -> torch.Tensor:
-    """|r + n|: thermal noise n circular complex Gaussian of power 10^(-SNR / 10) (a substream of ``seeds``)."""
+def noisy_envelope(r: torch.Tensor, snr_db: torch.Tensor, seeds: torch.Tensor,
+                   noise_rise_db: torch.Tensor | None = None) -> torch.Tensor:
+    """|r + n|: thermal noise n circular complex Gaussian of power 10^(-SNR / 10) at the top row (a substream
+    of ``seeds``), rising by ``noise_rise_db`` ``(B,)`` linearly in dB to the bottom row: time-gain compensation
+    amplifies the noise together with the echoes whose attenuation (2 alpha f z dB) it makes up for."""
     b, h, w = r.shape
     noise = rng.normal(rng.substreams(seeds, "us-thermal"), (2, h, w), r.device, torch.float32) / math.sqrt(2.0)
-    sigma_n = torch.pow(10.0, -snr_db.to(device=r.device, dtype=torch.float32) / 20.0)[:, None, None]
+    level = -snr_db.to(device=r.device, dtype=torch.float32)[:, None, None]
+    if noise_rise_db is not None:
+        depth = (torch.arange(h, device=r.device, dtype=torch.float32) + 0.5) / h
+        level = level + noise_rise_db.to(device=r.device, dtype=torch.float32)[:, None, None] * depth[None, :, None]
+    sigma_n = torch.pow(10.0, level / 20.0)
     return (r + sigma_n * torch.complex(noise[:, 0], noise[:, 1])).abs()
 
 
@@ -122,9 +130,9 @@ def echo(echogenicity: torch.Tensor, z: torch.Tensor, sigma_axial_px: torch.Tens
     s = amp * z
     sx = F.pad(sigma_lateral_px[:, None], (p, p), mode="replicate")[:, 0]     # the padded rows keep the edge width
     hx = _unit_energy(gaussian_transfer(sx[..., None], wp, dev)).to(torch.complex64)    # (B, Hp, Wp)
-    s = _dft(_dft(s, -1) * hx, -1, inverse=True)
+    s = dft(dft(s, -1) * hx, -1, inverse=True)
     hz = _unit_energy(gaussian_transfer(sigma_axial_px[:, None], hp, dev)).to(torch.complex64)   # (B, Hp)
-    return _dft(_dft(s, -2) * hz[:, :, None], -2, inverse=True)[:, p:p + h, p:p + w]
+    return dft(dft(s, -2) * hz[:, :, None], -2, inverse=True)[:, p:p + h, p:p + w]
 
 
 def log_compress(envelope: torch.Tensor, dynamic_range_db: torch.Tensor) -> torch.Tensor:
@@ -148,8 +156,8 @@ def despeckle(echogenicity: torch.Tensor, sigma_px: float) -> torch.Tensor:
     sig = torch.full((b, 1), sigma_px, dtype=torch.float64)
     gx = gaussian_transfer(sig, e.shape[-1], e.device).to(torch.complex64)
     gz = gaussian_transfer(sig, e.shape[-2], e.device).to(torch.complex64)
-    e = _dft(_dft(e, -1) * gx[:, None, :], -1, inverse=True)
-    e = _dft(_dft(e, -2) * gz[:, :, None], -2, inverse=True)
+    e = dft(dft(e, -1) * gx[:, None, :], -1, inverse=True)
+    e = dft(dft(e, -2) * gz[:, :, None], -2, inverse=True)
     return e.real[:, p:p + h, p:p + w].clamp_min(0.0)
 
 
@@ -188,7 +196,7 @@ def sector_geometry(shape: tuple[int, int], sector_deg: float, apex_fraction: fl
 def sector_bmode(echogenicity: torch.Tensor, pixel_mm: torch.Tensor, f0_mhz: torch.Tensor, bandwidth: torch.Tensor,
                  f_number: torch.Tensor, focus_fraction: torch.Tensor, depth_of_field_fraction: torch.Tensor,
                  snr_db: torch.Tensor, dynamic_range_db: torch.Tensor, seeds: torch.Tensor, sector_deg: float,
-                 apex_fraction: float) -> torch.Tensor:
+                 apex_fraction: float, noise_rise_db: torch.Tensor | None = None) -> torch.Tensor:
     """Display ``(B, H, W)`` of a curvilinear scan: the map is sampled on the (depth, beam) acquisition grid,
     speckle is formed there (the lateral PSF in beams: its width in mm over the beam spacing r dtheta, which
     shrinks the grain in beams as the beams diverge with depth), log-compressed, then scan-converted back to
@@ -209,7 +217,7 @@ def sector_bmode(echogenicity: torch.Tensor, pixel_mm: torch.Tensor, f0_mhz: tor
     width_mm = focal * torch.sqrt(1 + ((depth - zf) / dof) ** 2)
     beam_mm = radius[None, :] * (math.radians(sector_deg) / w) * pixel_mm.double()[:, None]
     r = echo(polar, torch.complex(z[:, 0], z[:, 1]), sz, width_mm / beam_mm)
-    shown = log_compress(noisy_envelope(r, snr_db, seeds), dynamic_range_db.to(dev))
+    shown = log_compress(noisy_envelope(r, snr_db, seeds, noise_rise_db), dynamic_range_db.to(dev))
     fan = F.grid_sample(shown[:, None], to_cart.expand(b, -1, -1, -1), mode="bilinear", padding_mode="border",
                         align_corners=False)[:, 0]
     return torch.where(inside[None], fan, torch.zeros_like(fan))

@@ -117,7 +117,7 @@ def test_speckle_is_batch_invariant(split, with_map, name):
     parts = torch.cat([_registry_run(v, 1.0, known, slice(k, min(k + split, 5)), name)[0]
                        for k in range(0, 5, split)])
     assert torch.equal(full, parts)
-    assert int(p["echogenicity_source"][0]) == (0 if with_map else 1)
+    assert int(p["echogenicity_source"][0]) == (0 if with_map else 2 if name == "us_speckle" else 1)
 
 
 @pytest.mark.parametrize("name", ["us_speckle", "us_speckle_sector"])
@@ -165,9 +165,10 @@ def test_sector_scan_is_black_outside_its_fan_and_speckled_inside():
     assert 0.7 < level < 0.85 and float(shown[inside].std()) > 0.03
 
 
-def test_real_ultrasound_images_are_despeckled_then_degraded(tmp_path):
-    """pydicom's ultrasound examples (colour B-mode renderings, already speckled): re-rendered from their
-    despeckled map; L2 is further from L0 than L1 (SSIM) for both probe geometries."""
+def test_real_ultrasound_images_are_degraded_by_both_models(tmp_path):
+    """pydicom's ultrasound examples (colour B-mode renderings, already speckled): us_speckle re-acquires their
+    own echo (source 2), the opt-in sector model re-renders their despeckled map (source 1); L2 is further from
+    L0 than L1 (SSIM) for both; without a recorded spacing the documented default pixel size applies."""
     import json
     import shutil
 
@@ -187,5 +188,8 @@ def test_real_ultrasound_images_are_despeckled_then_degraded(tmp_path):
     for (src, deg, level), s in ssim.items():
         if level == 2:
             assert s < ssim[(src, deg, 1)] < 1.0, (src, deg)
-    assert {r["params"]["echogenicity_source"] for r in rows if r["level"]} == {1}
+    assert {r["params"]["echogenicity_source"] for r in rows if r["level"] and r["degradation"] == "us_speckle"} \
+        == {2}
+    assert {r["params"]["echogenicity_source"] for r in rows if r["level"] and r["degradation"] != "us_speckle"} \
+        == {1}
     assert {r["params"]["pixel_mm"] for r in rows if r["level"]} == {0.2}          # no spacing: the default

@@ -312,7 +312,8 @@ def synthetic_item(modality: str, index: int, source: str = "phantoms") -> Item:
     if modality == "mri" and index % 2 == 1:
         kspace, img, meta["raw_acquisition"] = mri_acquisition(img, rng)
     if modality == "ultrasound":
-        echo, img = ultrasound_rendering(img, derive_seed("phantom-speckle", index))
+        meta["speckle_seed"] = derive_seed("phantom-speckle", index)
+        echo, img = ultrasound_rendering(img, meta["speckle_seed"])
         meta["rendering"] = "us_speckle at its identity settings"
     return Item(id=f"{source}/{modality}-{index:03d}", source=source, modality=modality,
                 image=img.astype(np.float32)[None], units=spec["units"], window=spec["window"],

@@ -121,6 +121,34 @@ def read_dicom(path: Path, modality: str | None, rule: str, default: str | None 
     if colour:
         stack = arr if frames > 1 else arr[None]
         return [_dicom_display(s, mod, ds, rule, i, frames, top) for i, s in _pick(stack, rule)]
+    return _grey_dicom(ds, arr, mod, photometric, frames, rule)
+
+
+def ultrasound_region(ds: Any, shape: tuple[int, int]) -> dict[str, Any]:
+    """The tissue image region of an ultrasound DICOM (SequenceOfUltrasoundRegions: the first region with
+    RegionSpatialFormat 1 = 2-D and RegionDataType 1 = tissue) as ``image_region`` [x0, y0, x1, y1] (px,
+    inclusive) and its pixel spacing (PhysicalDeltaX/Y in cm when PhysicalUnits are 3 = cm), if it lies inside
+    the image; a region that does not fit (a resampled file) is named in ``image_region_ignored``."""
+    seq = getattr(ds, "SequenceOfUltrasoundRegions", None)
+    if not seq:
+        return {}
+    for r in seq:
+        if int(getattr(r, "RegionSpatialFormat", 0) or 0) != 1 or int(getattr(r, "RegionDataType", 0) or 0) != 1:
+            continue
+        box = [int(getattr(r, k, -1)) for k in ("RegionLocationMinX0", "RegionLocationMinY0",
+                                                 "RegionLocationMaxX1", "RegionLocationMaxY1")]
+        h, w = shape
+        if not (0 <= box[0] <= box[2] < w and 0 <= box[1] <= box[3] < h):
+            return {"image_region_ignored": f"DICOM ultrasound tissue region {box} lies outside the {w}x{h} image"}
+        out: dict[str, Any] = {"image_region": box, "image_region_from": "DICOM SequenceOfUltrasoundRegions"}
+        if int(getattr(r, "PhysicalUnitsXDirection", 0) or 0) == 3 and int(getattr(r, "PhysicalUnitsYDirection", 0)
+                                                                            or 0) == 3:
+            out["region_spacing_mm"] = [10.0 * float(r.PhysicalDeltaY), 10.0 * float(r.PhysicalDeltaX)]
+        return out
+    return {}
+
+
+def _grey_dicom(ds: Any, arr: np.ndarray, mod: str, photometric: str, frames: int, rule: str) -> list[dict[str, Any]]:
     from pydicom.pixels import apply_modality_lut
 
     # Modality LUT (rescale slope / intercept, or a Modality LUT Sequence) through pydicom: stored values ->
@@ -165,8 +193,20 @@ def read_dicom(path: Path, modality: str | None, rule: str, default: str | None 
             meta["window_from"] = voi_label(ds)
         else:
             meta["window_from"] = "default soft tissue (C 40, W 400 HU)" if mod == "ct" else "0.5/99.5 percentiles"
-        out.append({"image": as_chw(s), "modality": mod, "spacing_mm": spacing_mm, "meta": meta, **d})
+        row = {"image": as_chw(s), "modality": mod, "spacing_mm": spacing_mm, "meta": meta, **d}
+        _region_meta(row, ds, s.shape[-2:])
+        out.append(row)
     return out
+
+
+def _region_meta(row: dict[str, Any], ds: Any, shape: tuple[int, int]) -> None:
+    """An ultrasound file's image region (and its spacing, where the file gives no PixelSpacing)."""
+    region = ultrasound_region(ds, tuple(shape))
+    spacing = region.pop("region_spacing_mm", None)
+    row["meta"].update(region)
+    if spacing is not None and not row.get("spacing_mm"):
+        row["spacing_mm"] = tuple(spacing)
+        row["meta"]["spacing_from"] = "DICOM SequenceOfUltrasoundRegions PhysicalDeltaX/Y"
 
 
 def voi_label(ds: Any) -> str:
@@ -222,6 +262,7 @@ def _dicom_display(s: np.ndarray, mod: str, ds: Any, rule: str, i: int, frames: 
     d = from_display(s, mod, top)
     d["meta"].update({"slice_rule": rule, "slice_index": i, "n_slices": frames,
                       "photometric": str(getattr(ds, "PhotometricInterpretation", ""))})
+    _region_meta(d, ds, s.shape[:2])
     d["modality"] = mod
     return d
 
