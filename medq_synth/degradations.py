@@ -84,8 +84,8 @@ def build_registry() -> Registry:
 
     from . import pathology_degradations as path
 
-    for name, sampler, fn, n_pattern in path.ENTRIES:
-        add(name, sampler, fn, n_pattern=n_pattern)
+    for name, sampler, fn, n_pattern in path.ENTRIES:       # sizes in um through each slide's pixel size
+        add(name, sampler, fn, n_pattern=n_pattern, physical=True, image_dependent=True)
     return reg
 
 

@@ -318,9 +318,14 @@ class Generator:
         if it.modality == "mri" and "phase_encode" not in it.meta:
             it.meta.update(phase_encode=self.phase_encode or "ROW", phase_encode_from="--phase-encode"
                            if self.phase_encode else "default: none recorded (phase left-right, as fastMRI)")
-        if it.modality == "histopathology" and "mpp" not in it.meta:
-            it.meta.update(mpp=self.mpp or DEFAULT_MPP, mpp_from="--mpp" if self.mpp else
-                           f"default: none recorded ({DEFAULT_MPP} um/px, a 20x scan)")
+        if it.modality == "histopathology":
+            if "mpp" not in it.meta and it.spacing_mm:
+                it.meta.update(mpp=1000.0 * float(sum(it.spacing_mm[-2:]) / 2), mpp_from="the file's pixel spacing")
+            elif "mpp" not in it.meta:
+                it.meta.update(mpp=self.mpp or DEFAULT_MPP, mpp_from="--mpp" if self.mpp else
+                               f"default: none recorded ({DEFAULT_MPP} um/px, a 20x scan)")
+            if not it.spacing_mm:
+                it.spacing_mm = (it.meta["mpp"] / 1000.0, it.meta["mpp"] / 1000.0)
 
     def _jobs(self, items: list[Item]) -> list[Job]:
         jobs: list[Job] = []

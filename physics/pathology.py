@@ -1,8 +1,9 @@
 """Histopathology slide artefacts as procedural overlays on RGB display images, batched (after FrOoDo's
 blood-cell, dark-spot and bubble augmentations, which paste image assets; these are drawn from parameters).
 
-Inputs ``v``: ``(B, 3, H, W)`` display fractions; positions and sizes in pixels; every overlay has a support
-(where it has any effect): outside it the output is the input, bit for bit (``torch.where``, no arithmetic).
+Inputs ``v``: ``(B, 3, H, W)`` display fractions; positions and sizes in pixels (the bindings convert from
+micrometres through each slide's microns per pixel); every overlay has a support (where it has any effect):
+outside it the output is the input, bit for bit (``torch.where``, no arithmetic).
 """
 
 from __future__ import annotations
@@ -14,6 +15,24 @@ from . import generic
 
 RBC_COLOUR = (0.80, 0.22, 0.28)       # eosinophilic red of erythrocytes in H&E
 SPOT_COLOUR = (0.18, 0.14, 0.12)      # dark brown-grey (dust, pigment, dried stain)
+# Evans & Fung (1972, Microvasc. Res. 4:335) biconcave erythrocyte of diameter 7.82 um: thickness
+# T(rho) = sqrt(1 - rho^2) (a0 + a1 rho^2 + a2 rho^4) um, rho = radial distance / radius: 0.81 um at the
+# centre, 2.57 um at the thickest ring (rho 0.7); only the shape T / max T is used here.
+EVANS_FUNG_UM = (0.81, 7.83, -4.39)
+
+
+def _thickness_um(rho: torch.Tensor) -> torch.Tensor:
+    a0, a1, a2 = EVANS_FUNG_UM
+    r2 = rho.clamp(0.0, 1.0) ** 2
+    return torch.sqrt(1.0 - r2) * (a0 + a1 * r2 + a2 * r2 ** 2)
+
+
+RBC_MAX_THICKNESS_UM = float(_thickness_um(torch.linspace(0.0, 1.0, 100001, dtype=torch.float64)).max())
+
+
+def rbc_thickness(rho: torch.Tensor) -> torch.Tensor:
+    """Relative thickness (max 1) of a biconcave red cell at ``rho`` = r / radius (0 at and beyond the rim)."""
+    return _thickness_um(rho) / RBC_MAX_THICKNESS_UM
 
 
 def _grid(h: int, w: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -33,21 +52,23 @@ def _composite(v: torch.Tensor, alpha: torch.Tensor, colour: tuple[float, float,
 
 def blood_cells(v: torch.Tensor, centres: torch.Tensor, radii: torch.Tensor, active: torch.Tensor,
                 opacity: float = 0.85) -> torch.Tensor:
-    """Red blood cells: discs of ``radii`` ``(B, N)`` px at ``centres`` ``(B, N, 2)`` (x, y px), pale in the
-    middle (biconcave: opacity 0.55 at the centre rising to ``opacity`` at the rim), one pixel of soft edge;
-    only cells with ``active`` ``(B, N)`` are drawn. Overlapping cells take the larger opacity."""
+    """Red blood cells: biconcave discs of ``radii`` ``(B, N)`` px at ``centres`` ``(B, N, 2)`` (x, y px), seen
+    in transmitted light (Beer-Lambert): absorbance proportional to the Evans-Fung thickness, scaled so that the
+    thickest ring has ``opacity``, which leaves the thin centre pale; half a pixel of soft edge; only cells with
+    ``active`` ``(B, N)`` are drawn; overlapping cells absorb together (transmittances multiply)."""
     b, _, h, w = v.shape
     x, y = _grid(h, w, v.device)
-    alpha = torch.zeros(b, h, w, device=v.device)
+    absorbance = -torch.log(torch.tensor(1.0 - opacity))
+    transmit = torch.ones(b, h, w, device=v.device)
     for n in range(centres.shape[1]):                 # a few dozen cells at most, all items at once
         c = centres[:, n].to(v.device, torch.float32)
         r = radii[:, n].to(v.device, torch.float32)[:, None, None]
         d = torch.sqrt((x - c[:, 0, None, None]) ** 2 + (y - c[:, 1, None, None]) ** 2)
         edge = (r + 0.5 - d).clamp(0.0, 1.0)
-        profile = opacity * (0.65 + 0.35 * (d / r).clamp(max=1.0) ** 2)
+        cell = edge * (1.0 - torch.exp(-absorbance * rbc_thickness(d / r)))
         on = active[:, n].to(v.device)[:, None, None]
-        alpha = torch.maximum(alpha, torch.where(on, edge * profile, torch.zeros_like(edge)))
-    return _composite(v, alpha, RBC_COLOUR)
+        transmit = transmit * (1.0 - torch.where(on, cell.clamp(0.0, 1.0), torch.zeros_like(edge)))
+    return _composite(v, 1.0 - transmit, RBC_COLOUR)
 
 
 def dark_spots(v: torch.Tensor, centres: torch.Tensor, radii: torch.Tensor, elongation: torch.Tensor,

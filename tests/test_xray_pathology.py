@@ -118,11 +118,23 @@ def _ihc() -> torch.Tensor:
     return torch.from_numpy(real_item("skimage", "immunohistochemistry")[0].image)[None]
 
 
-def _run(name: str, v: torch.Tensor, severity: float, seed: int = 3):
+def _ctx(v: torch.Tensor, mpp: float = 0.5) -> dict[str, torch.Tensor]:
+    """What the engine hands a physical model: the window and the pixel size (a slide of ``mpp`` um/px)."""
+    n = len(v)
+    return {"window_lo": torch.zeros(n, dtype=torch.float64), "window_hi": torch.ones(n, dtype=torch.float64),
+            "pixel_mm": torch.full((n,), mpp / 1000.0, dtype=torch.float64)}
+
+
+def _params(deg, severity: float, v: torch.Tensor, seeds: torch.Tensor, patterns: torch.Tensor, mpp: float = 0.5):
+    ctx = _ctx(v, mpp)
+    inputs = {"v": v, **ctx} if deg.image_dependent else None
+    return {**deg.sample_params(severity, seeds, tuple(v.shape[-2:]), pattern_seeds=patterns, inputs=inputs), **ctx}
+
+
+def _run(name: str, v: torch.Tensor, severity: float, seed: int = 3, mpp: float = 0.5):
     deg = REGISTRY.resolve(name)
     n = len(v)
-    p = deg.sample_params(severity, torch.arange(n) + seed, tuple(v.shape[-2:]),
-                          pattern_seeds=torch.arange(n) + 100 * seed)
+    p = _params(deg, severity, v, torch.arange(n) + seed, torch.arange(n) + 100 * seed, mpp)
     return deg.apply(v, p), p
 
 
@@ -157,7 +169,7 @@ def test_overlays_grow_with_level_and_leave_the_rest_untouched(name):
 def _run_slice(name: str, v: torch.Tensor, sl: slice) -> torch.Tensor:
     deg = REGISTRY.resolve(name)
     idx = torch.arange(len(v))[sl]
-    p = deg.sample_params(1.0, idx + 3, tuple(v.shape[-2:]), pattern_seeds=idx + 300)
+    p = _params(deg, 1.0, v[sl], idx + 3, idx + 300)
     return deg.apply(v[sl], p)
 
 
@@ -169,6 +181,54 @@ def test_modality_models_are_batch_invariant(split, name):
     full = _run_slice(name, v, slice(0, 4))
     parts = torch.cat([_run_slice(name, v, slice(k, min(k + split, 4))) for k in range(0, 4, split)])
     assert torch.equal(full, parts)
+
+
+@pytest.mark.parametrize("mpp", [0.25, 0.5])
+def test_red_cells_are_biconcave_discs_of_their_physical_size(mpp):
+    """On a white slide: each isolated cell measures 7.5 um x 0.9-1.1 across whatever the scan's um/px, and
+    its centre is paler than its ring (the Evans-Fung shape: 0.32 of the ring's thickness at the centre)."""
+    from scipy import ndimage
+
+    v = torch.ones(1, 3, 384, 384)
+    out, p = _run("path_blood_cell", v, 0.5, seed=5, mpp=mpp)
+    absorb = (1.0 - out[0, 1]).numpy()                      # the green channel: red cells absorb it
+    labels, n = ndimage.label(absorb > 0.05)
+    assert n >= 3
+    one_cell = 0
+    for k in range(1, n + 1):
+        ys, xs = np.nonzero(labels == k)
+        width_um = (np.ptp(xs) + 1) * mpp
+        height_um = (np.ptp(ys) + 1) * mpp
+        if width_um > 9.5 or height_um > 9.5:                # touching cells of a cluster
+            continue
+        one_cell += 1
+        assert 6.0 <= width_um <= 9.0 and 6.0 <= height_um <= 9.0, (width_um, height_um)
+        cy, cx = int(round(ys.mean())), int(round(xs.mean()))
+        assert absorb[cy, cx] < 0.75 * absorb[labels == k].max()            # the pale centre
+    assert one_cell >= 1
+
+
+def test_red_cells_cluster():
+    """Cells gather around 1-3 centres: the Clark-Evans ratio (mean nearest-neighbour distance over its value
+    for as many points spread at random, 0.5 / sqrt(density)) is well below 1."""
+    v = torch.ones(6, 3, 512, 512)
+    _, p = _run("path_blood_cell", v, 1.0)
+    n = int(p["n_cells"][0])
+    ratios = []
+    for i in range(6):
+        pts = p["centres"][i, :n].numpy()
+        d = np.sqrt(((pts[:, None] - pts[None]) ** 2).sum(-1)) + np.eye(n) * 1e9
+        ratios.append(d.min(axis=1).mean() / (0.5 / math.sqrt(n / 512 ** 2)))
+    assert np.median(ratios) < 0.6, ratios
+
+
+def test_overlay_sizes_follow_the_slide_scale():
+    """The same overlay on a 40x scan (0.25 um/px) is twice as many pixels as on a 20x scan (0.5 um/px)."""
+    v = torch.ones(1, 3, 256, 256)
+    for name, key in (("path_bubble", "radius_px"), ("path_dark_spots", "radii"), ("path_blood_cell", "radii")):
+        _, p20 = _run(name, v, 1.0, mpp=0.5)
+        _, p40 = _run(name, v, 1.0, mpp=0.25)
+        assert torch.allclose(p40[key], 2 * p20[key]) and float(p40["mpp"][0]) == pytest.approx(0.25)
 
 
 def test_support_fraction_counts_changed_pixels():

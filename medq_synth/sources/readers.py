@@ -77,6 +77,7 @@ def read_raster(data: bytes | Path, modality: str) -> list[dict[str, Any]]:
     try:
         with Image.open(io.BytesIO(data) if isinstance(data, bytes) else data) as im:
             im.load()
+            mpp = tiff_mpp(im)
             if im.mode in ("I;16", "I;16B", "I"):
                 arr, top = np.asarray(im, dtype=np.float64), 65535.0
             else:
@@ -86,7 +87,21 @@ def read_raster(data: bytes | Path, modality: str) -> list[dict[str, Any]]:
     if arr.ndim == 3 and arr.shape[-1] == 3 and np.array_equal(arr[..., 0], arr[..., 1]) \
             and np.array_equal(arr[..., 0], arr[..., 2]):
         arr = arr[..., 0]          # an RGB file holding a grey image stays one channel
-    return [from_display(arr, modality, top)]
+    row = from_display(arr, modality, top)
+    if mpp is not None:
+        row["meta"].update(mpp=mpp, mpp_from="TIFF XResolution / ResolutionUnit")
+    return [row]
+
+
+def tiff_mpp(im: Any) -> float | None:
+    """Microns per pixel from a TIFF's XResolution and ResolutionUnit (2 inch, 3 cm), if it records them."""
+    tags = getattr(im, "tag_v2", None)
+    if not tags or 282 not in tags:
+        return None
+    unit = int(tags.get(296, 2))
+    per = {2: 25400.0, 3: 10000.0}.get(unit)
+    xres = float(tags[282])
+    return per / xres if per and xres > 0 else None
 
 
 def read_dicom(path: Path, modality: str | None, rule: str, default: str | None = None) -> list[dict[str, Any]]:
