@@ -52,11 +52,12 @@ def _outline(p: dict[str, torch.Tensor], i: int) -> ct_fov.Outline:
     return ct_fov.Outline(cx, cy, a, b, math.radians(theta), fill, int(p["extension_method"][i]))
 
 
-def ct_apply(geometry, simulate):
-    """A registry ``apply`` from ``geometry(shape, pixel_mm, p of one item) -> Geometry`` and ``simulate(hu
-    (B, H, W), geometry, pixel_mm, p of those items) -> hu``: items are grouped by pixel size and drawn
-    geometry (truncated ones one at a time, on their extended canvas), and the change is added to the input
-    in the display domain."""
+def ct_apply(geometry, change):
+    """A registry ``apply`` from ``geometry(shape, pixel_mm, p of one item) -> Geometry`` and ``change(hu
+    (B, H, W), geometry, pixel_mm, p of those items, shape) -> the change in HU on the centred grid shape``:
+    items are grouped by pixel size and drawn geometry (truncated ones one at a time, projected on their
+    extended canvas and reconstructed on the image's own pixels at its centre), and the change is added to
+    the input in the display domain."""
     def apply(v: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:
         hu = to_physical(v, p)
         delta = torch.zeros_like(hu)
@@ -70,12 +71,12 @@ def ct_apply(geometry, simulate):
             sub = {k: t[sel] for k, t in p.items()}
             if key[0] != "truncated":
                 g = geometry(tuple(hu.shape[-2:]), px, {k: t[0] for k, t in sub.items()})
-                delta[sel] = simulate(hu[sel], g, px, sub) - hu[sel]
+                delta[sel] = change(hu[sel], g, px, sub, tuple(hu.shape[-2:])).to(delta)
                 continue
             (i,) = sel
-            canvas, box = ct_fov.extend(hu[i:i + 1], px, _outline(p, i))
+            canvas, _ = ct_fov.extend(hu[i:i + 1], px, _outline(p, i))
             g = geometry(tuple(canvas.shape[-2:]), px, {k: t[0] for k, t in sub.items()})
-            delta[i] = (simulate(canvas, g, px, sub) - canvas)[0][box]
+            delta[i] = change(canvas, g, px, sub, tuple(hu.shape[-2:]))[0].to(delta)
         span = (p["window_hi"] - p["window_lo"]).to(v)[:, None, None, None]
         return v + delta[:, None].to(v) / span
     return apply
@@ -109,17 +110,21 @@ def limited_angle_params(d: Draw) -> dict[str, torch.Tensor]:
     return {**table_values("arc_deg")(d), "missing_start_deg": 180.0 * d.pattern[:, 0], **field_of_view(d)}
 
 
-def _low_dose(hu: torch.Tensor, g: Geometry, px: float, p: dict[str, torch.Tensor]) -> torch.Tensor:
-    return ct.low_dose(hu, g, px, float(p["i0_full"][0]), p["dose_fraction"], p["sigma_e"], p["noise_seed"],
-                       CT_FILTER)
+Shape = tuple[int, int]
 
 
-def _sparse_view(hu: torch.Tensor, g: Geometry, px: float, p: dict[str, torch.Tensor]) -> torch.Tensor:
-    return ct.fewer_views(hu, g, g.sparse(int(p["n_views"][0])), px, CT_FILTER)
+def _low_dose(hu: torch.Tensor, g: Geometry, px: float, p: dict[str, torch.Tensor], shape: Shape) -> torch.Tensor:
+    return ct.low_dose_change(hu, g, px, float(p["i0_full"][0]), p["dose_fraction"], p["sigma_e"],
+                              p["noise_seed"], CT_FILTER, shape)
 
 
-def _limited_angle(hu: torch.Tensor, g: Geometry, px: float, p: dict[str, torch.Tensor]) -> torch.Tensor:
-    return ct.fewer_views(hu, g, g.limited(math.radians(float(p["arc_deg"][0]))), px, CT_FILTER)
+def _sparse_view(hu: torch.Tensor, g: Geometry, px: float, p: dict[str, torch.Tensor], shape: Shape) -> torch.Tensor:
+    return ct.fewer_views_change(hu, g, g.sparse(int(p["n_views"][0])), px, CT_FILTER, shape)
+
+
+def _limited_angle(hu: torch.Tensor, g: Geometry, px: float, p: dict[str, torch.Tensor], shape: Shape
+                   ) -> torch.Tensor:
+    return ct.fewer_views_change(hu, g, g.limited(math.radians(float(p["arc_deg"][0]))), px, CT_FILTER, shape)
 
 
 # (name, sampler, apply, pattern uniforms per item)

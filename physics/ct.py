@@ -94,19 +94,28 @@ def low_dose(hu: torch.Tensor, g: Geometry, pixel_mm: float, i0_full: float, dos
     """Low-dose CT of the acquisition ``g``. HU in, HU out.
 
     ``difference``: the image is taken as a full-dose reconstruction (I0 = ``i0_full`` photons per bin) and
-    the reduced-dose noise is inserted into its projections (``inserted_noise``), so dose fraction 1 returns
+    the reduced-dose noise is inserted into its projections (``low_dose_change``), so dose fraction 1 returns
     the image unchanged; ``full``: the whole acquisition at I0 = dose_fraction x ``i0_full`` is simulated
     (Poisson + electronic noise, ``transmission_noise``) and reconstructed."""
     _check_mode(mode)
     shape = tuple(hu.shape[-2:])
-    p = _acquire(hu, g, pixel_mm)
     if mode == "full":
+        p = _acquire(hu, g, pixel_mm)
         noisy = transmission_noise(p, dose_fraction.to(p) * i0_full, sigma_e.to(p), seeds)
         return reconstruct(noisy, g, pixel_mm, shape, window)
+    return hu + low_dose_change(hu, g, pixel_mm, i0_full, dose_fraction, sigma_e, seeds, window)
+
+
+def low_dose_change(hu: torch.Tensor, g: Geometry, pixel_mm: float, i0_full: float, dose_fraction: torch.Tensor,
+                    sigma_e: torch.Tensor, seeds: torch.Tensor, window: str = "ramp",
+                    shape: tuple[int, int] | None = None) -> torch.Tensor:
+    """The change (HU) that the inserted reduced-dose noise makes, reconstructed on the centred grid ``shape``
+    (default: the image's; a smaller one is the same pixels' central part, which is all an extended canvas
+    needs). FBP is linear and HU affine in mu: recon(noisy) - recon(clean) = 1000 / mu_w FBP(noisy - clean),
+    one reconstruction instead of two and no cancellation of two large images."""
+    p = _acquire(hu, g, pixel_mm)
     noisy = inserted_noise(p, i0_full, dose_fraction, sigma_e, seeds)
-    # FBP is linear and HU affine in mu: recon(noisy) - recon(clean) = 1000 / mu_w FBP(noisy - clean), one
-    # reconstruction instead of two and no cancellation of two large images.
-    return hu + K.fbp(noisy - p, g, pixel_mm, shape, window) * (1000.0 / MU_WATER)
+    return K.fbp(noisy - p, g, pixel_mm, shape or tuple(hu.shape[-2:]), window) * (1000.0 / MU_WATER)
 
 
 def view_subset(g_full: Geometry, g_reduced: Geometry) -> slice | None:
@@ -124,24 +133,37 @@ def view_subset(g_full: Geometry, g_reduced: Geometry) -> slice | None:
 
 def fewer_views(hu: torch.Tensor, g_full: Geometry, g_reduced: Geometry, pixel_mm: float,
                 window: str = "ramp", mode: str = "difference") -> torch.Tensor:
-    """Sparse view or limited angle: the reconstruction from ``g_reduced``'s views against the full scan's.
+    """Sparse view or limited angle: the reconstruction from ``g_reduced``'s views against the full scan's
+    (``difference``: the input plus ``fewer_views_change``; ``full``: the reduced reconstruction itself)."""
+    _check_mode(mode)
+    if mode == "difference":
+        return hu + fewer_views_change(hu, g_full, g_reduced, pixel_mm, window)
+    views = view_subset(g_full, g_reduced)
+    p = _acquire(hu, g_full, pixel_mm)[:, views] if views is not None else _acquire(hu, g_reduced, pixel_mm)
+    return mu_to_hu(K.fbp(p, g_reduced, pixel_mm, tuple(hu.shape[-2:]), window) * _arc_scale(g_full, g_reduced))
 
-    A reduced arc is reconstructed with the backprojection normalised to the arc actually measured (pi over
+
+def _arc_scale(g_full: Geometry, g_reduced: Geometry) -> float:
+    """A reduced arc is reconstructed with the backprojection normalised to the arc actually measured (pi over
     the views, as astra's and most FBPs do): without it the image would lose arc/pi of its attenuation and
     turn dark instead of showing the missing wedge's streaks and directional blur."""
-    _check_mode(mode)
-    shape = tuple(hu.shape[-2:])
-    scale = 1.0
     if g_reduced.arc < g_full.arc - 1e-9:
         if g_reduced.kind == "fan":
             # FBP's 1/2 weight assumes every line is seen twice over 2 pi; a shorter fan arc needs Parker
             # weights. Limited angle is simulated on a 180 degree parallel acquisition, as in the literature.
             raise ValueError("a fan-beam arc below 360 degrees needs short-scan weights: use a parallel geometry")
-        scale = g_full.arc / g_reduced.arc
+        return g_full.arc / g_reduced.arc
+    return 1.0
+
+
+def fewer_views_change(hu: torch.Tensor, g_full: Geometry, g_reduced: Geometry, pixel_mm: float,
+                       window: str = "ramp", shape: tuple[int, int] | None = None) -> torch.Tensor:
+    """FBP of ``g_reduced``'s views minus FBP of the full scan (HU), on the centred grid ``shape`` (default:
+    the image's). Reduced scans that are subsets of the full one reuse its sinogram's rows."""
+    shape = shape or tuple(hu.shape[-2:])
+    scale = _arc_scale(g_full, g_reduced)
+    p_full = _acquire(hu, g_full, pixel_mm)
     views = view_subset(g_full, g_reduced)
-    p_full = _acquire(hu, g_full, pixel_mm) if views is not None or mode == "difference" else None
     p = p_full[:, views] if views is not None else _acquire(hu, g_reduced, pixel_mm)
-    degraded = mu_to_hu(K.fbp(p, g_reduced, pixel_mm, shape, window) * scale)
-    if mode == "full":
-        return degraded
-    return insert(hu, degraded, reconstruct(p_full, g_full, pixel_mm, shape, window), mode)
+    degraded = K.fbp(p, g_reduced, pixel_mm, shape, window) * scale
+    return (degraded - K.fbp(p_full, g_full, pixel_mm, shape, window)) * (1000.0 / MU_WATER)
