@@ -86,6 +86,8 @@ def table_toml(tables: dict[str, SeverityTable], header: list[str]) -> str:
                 if getattr(p, key) is not None:
                     lines.append(f"{key} = {_fmt(float(getattr(p, key)))}")
             lines.append(f"provenance = {_fmt(p.provenance)}")
+        if t.recorded:
+            lines += ["", f"[{name}.recorded]"] + [f"{k} = {_fmt(v)}" for k, v in t.recorded.items()]
         lines.append("")
     return "\n".join(lines)
 

@@ -173,6 +173,10 @@ def cmd_list(a: argparse.Namespace) -> int:
             floor = f"; at least {p.min_L1:g} / {p.min_L2:g} px" if p.min_L1 is not None else ""
             print(f"    {p.name}: L0 {p.identity:g}  L1 {p.L1:g}  L2 {p.L2:g}  ({p.unit}; {p.scale}{floor})")
             print(f"        provenance: {p.provenance}")
+        if d.table.recorded:
+            print("    recorded per output:")
+            for name, text in d.table.recorded.items():
+                print(f"      {name}: {text}")
     return 0
 
 

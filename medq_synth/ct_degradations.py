@@ -5,12 +5,16 @@ the field of view (``physics.ct_fov``: recorded per output as ``fov_truncated``,
 body ellipse), projected and reconstructed on that canvas, and the change is cropped back to the image. The
 change is inserted as a difference in the display domain, so a severity that changes nothing returns the
 item's own bytes. The limited-angle wedge starts at an angle drawn per item from its pattern stream (shared
-by its levels, so L1's missing wedge lies inside L2's).
+by its levels, so L1's missing wedge lies inside L2's): the missing wedge is [start, start + 180 - arc) of the
+180 degree parallel scan, and a batch with different wedges is still one backprojection.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
+import threading
+from collections import OrderedDict
 
 import numpy as np
 import torch
@@ -25,6 +29,49 @@ CT_FILTER = "shepp-logan"
 CT_FAN_VIEWS = 720          # full fan scan (see severities.toml, ct_sparse_view)
 CT_PARALLEL_VIEWS = 360     # full 180 deg parallel scan (ct_limited_angle)
 OUTLINE_KEYS = ("body_cx_mm", "body_cy_mm", "body_a_mm", "body_b_mm", "body_theta_deg", "extension_fill_hu")
+
+
+class CleanScans:
+    """The clean projections of recently seen images and their full-scan reconstructions, keyed by the images'
+    bytes, the geometry, the pixel size (and the reconstruction grid): an item's L1 and L2, and low dose and
+    sparse view (the same fan scan), project the same image, so one projection serves them all. A recomputed
+    entry has the same bits (the operators are deterministic and batch-invariant), so the cache changes no
+    output. Thread-safe (Ray workers run units in threads); bounded by ``max_bytes``."""
+
+    def __init__(self, max_bytes: int = 256 << 20) -> None:
+        self.max_bytes = max_bytes
+        self._items: OrderedDict[tuple, torch.Tensor] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def _memo(self, key: tuple, make) -> torch.Tensor:
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+        value = make()
+        with self._lock:
+            self._items[key] = value
+            while sum(t.numel() * t.element_size() for t in self._items.values()) > self.max_bytes and \
+                    len(self._items) > 1:
+                self._items.popitem(last=False)
+        return value
+
+    @staticmethod
+    def _key(hu: torch.Tensor, g: Geometry, px: float) -> tuple:
+        digest = hashlib.sha1(hu.detach().cpu().contiguous().numpy().tobytes()).hexdigest()
+        return digest, tuple(hu.shape), str(hu.device), g, px
+
+    def sinogram(self, hu: torch.Tensor, g: Geometry, px: float) -> torch.Tensor:
+        return self._memo(("sinogram", *self._key(hu, g, px)), lambda: ct.acquire(hu, g, px))
+
+    def reconstruction(self, hu: torch.Tensor, g: Geometry, px: float, shape: tuple[int, int]) -> torch.Tensor:
+        from medq_synth.kernels import ct as K
+
+        return self._memo(("fbp", *self._key(hu, g, px), shape),
+                          lambda: K.fbp(self.sinogram(hu, g, px), g, px, shape, CT_FILTER))
+
+
+CLEAN = CleanScans()
 
 
 def field_of_view(d: Draw) -> dict[str, torch.Tensor]:
@@ -87,14 +134,7 @@ def _fan(shape: tuple[int, int], px: float, p: dict[str, torch.Tensor]) -> Geome
 
 
 def _parallel(shape: tuple[int, int], px: float, p: dict[str, torch.Tensor]) -> Geometry:
-    """The full 180 deg parallel scan, starting where the item's measured arc starts: the measured arc is
-    [start, start + arc), the missing wedge [start + arc, start + 180) = [missing_start, missing_start + 180
-    - arc), modulo 180 deg."""
-    from dataclasses import replace
-
-    g = default_geometry("parallel", shape, px, n_views=CT_PARALLEL_VIEWS)
-    start = float(p["missing_start_deg"]) + float(p["arc_deg"]) - 180.0
-    return replace(g, start=math.radians(start % 180.0))
+    return default_geometry("parallel", shape, px, n_views=CT_PARALLEL_VIEWS)
 
 
 def low_dose_params(d: Draw) -> dict[str, torch.Tensor]:
@@ -115,16 +155,19 @@ Shape = tuple[int, int]
 
 def _low_dose(hu: torch.Tensor, g: Geometry, px: float, p: dict[str, torch.Tensor], shape: Shape) -> torch.Tensor:
     return ct.low_dose_change(hu, g, px, float(p["i0_full"][0]), p["dose_fraction"], p["sigma_e"],
-                              p["noise_seed"], CT_FILTER, shape)
+                              p["noise_seed"], CT_FILTER, shape, CLEAN.sinogram(hu, g, px))
 
 
 def _sparse_view(hu: torch.Tensor, g: Geometry, px: float, p: dict[str, torch.Tensor], shape: Shape) -> torch.Tensor:
-    return ct.fewer_views_change(hu, g, g.sparse(int(p["n_views"][0])), px, CT_FILTER, shape)
+    return ct.fewer_views_change(hu, g, g.sparse(int(p["n_views"][0])), px, CT_FILTER, shape,
+                                 CLEAN.sinogram(hu, g, px), CLEAN.reconstruction(hu, g, px, shape))
 
 
 def _limited_angle(hu: torch.Tensor, g: Geometry, px: float, p: dict[str, torch.Tensor], shape: Shape
                    ) -> torch.Tensor:
-    return ct.fewer_views_change(hu, g, g.limited(math.radians(float(p["arc_deg"][0]))), px, CT_FILTER, shape)
+    return ct.limited_angle_change(hu, g, math.radians(float(p["arc_deg"][0])),
+                                   torch.deg2rad(p["missing_start_deg"]), px, CT_FILTER, shape,
+                                   CLEAN.sinogram(hu, g, px), CLEAN.reconstruction(hu, g, px, shape))
 
 
 # (name, sampler, apply, pattern uniforms per item)

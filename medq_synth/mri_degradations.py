@@ -153,8 +153,7 @@ def motion_apply(v: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:
 def ghosting_params(d: Draw) -> dict[str, torch.Tensor]:
     lo, hi = GHOST_RANGE
     return {"num_ghosts": (lo + (d.pattern[:, 0] * (hi - lo + 1)).floor()).to(torch.int64),
-            "intensity": d.const("intensity"), "restore": d.const("restore"),
-            "axis": torch.full((d.batch,), -1, dtype=torch.int64)}
+            "intensity": d.const("intensity"), "restore": d.const("restore")}
 
 
 def ghosting(k: KSpace, p: dict[str, torch.Tensor]) -> KSpace:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 
 LEVEL_SEVERITY = {0: 0.0, 1: 0.5, 2: 1.0}
@@ -66,6 +66,9 @@ class SeverityTable:
     params: dict[str, ParamSpec]
     modalities: tuple[str, ...] = ()       # empty: every modality
     in_default: bool = True                # False: an opt-in variant, run only when asked for by name
+    # what each output records beyond the table (drawn, estimated or read from the file): name -> unit and
+    # provenance, printed by ``medq-synth list``
+    recorded: dict[str, str] = field(default_factory=dict)
 
     def values(self, severity: float, size_px: int | None = None) -> dict[str, float]:
         return {k: p.value(severity, size_px) for k, p in self.params.items()}
@@ -93,5 +96,6 @@ def load_tables(text: str | None = None) -> dict[str, SeverityTable]:
         tables[name] = SeverityTable(name=name, category=entry["category"], medq_deg_id=entry.get("medq_deg_id"),
                                      aliases=tuple(entry.get("aliases", ())), description=entry.get("description", ""),
                                      params=params, modalities=tuple(entry.get("modalities", ())),
-                                     in_default=bool(entry.get("in_default", True)))
+                                     in_default=bool(entry.get("in_default", True)),
+                                     recorded={str(k): str(v) for k, v in entry.get("recorded", {}).items()})
     return tables

@@ -10,6 +10,7 @@ Operators come from ``medq_synth.kernels`` (Joseph projector, its transpose, pix
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 import torch
@@ -66,7 +67,8 @@ def _check_mode(mode: str) -> None:
         raise ValueError(f"insertion mode is 'difference' or 'full', not {mode!r}")
 
 
-def _acquire(hu: torch.Tensor, g: Geometry, pixel_mm: float) -> torch.Tensor:
+def acquire(hu: torch.Tensor, g: Geometry, pixel_mm: float) -> torch.Tensor:
+    """Clean line integrals ``(B, V, D)`` of images in HU through the acquisition ``g``."""
     return K.forward(hu_to_mu(hu), g, pixel_mm)
 
 
@@ -100,7 +102,7 @@ def low_dose(hu: torch.Tensor, g: Geometry, pixel_mm: float, i0_full: float, dos
     _check_mode(mode)
     shape = tuple(hu.shape[-2:])
     if mode == "full":
-        p = _acquire(hu, g, pixel_mm)
+        p = acquire(hu, g, pixel_mm)
         noisy = transmission_noise(p, dose_fraction.to(p) * i0_full, sigma_e.to(p), seeds)
         return reconstruct(noisy, g, pixel_mm, shape, window)
     return hu + low_dose_change(hu, g, pixel_mm, i0_full, dose_fraction, sigma_e, seeds, window)
@@ -108,12 +110,13 @@ def low_dose(hu: torch.Tensor, g: Geometry, pixel_mm: float, i0_full: float, dos
 
 def low_dose_change(hu: torch.Tensor, g: Geometry, pixel_mm: float, i0_full: float, dose_fraction: torch.Tensor,
                     sigma_e: torch.Tensor, seeds: torch.Tensor, window: str = "ramp",
-                    shape: tuple[int, int] | None = None) -> torch.Tensor:
+                    shape: tuple[int, int] | None = None, sinogram: torch.Tensor | None = None) -> torch.Tensor:
     """The change (HU) that the inserted reduced-dose noise makes, reconstructed on the centred grid ``shape``
     (default: the image's; a smaller one is the same pixels' central part, which is all an extended canvas
     needs). FBP is linear and HU affine in mu: recon(noisy) - recon(clean) = 1000 / mu_w FBP(noisy - clean),
-    one reconstruction instead of two and no cancellation of two large images."""
-    p = _acquire(hu, g, pixel_mm)
+    one reconstruction instead of two and no cancellation of two large images. ``sinogram``: the clean
+    projections of ``hu`` in ``g`` when the caller has them (``acquire``)."""
+    p = acquire(hu, g, pixel_mm) if sinogram is None else sinogram
     noisy = inserted_noise(p, i0_full, dose_fraction, sigma_e, seeds)
     return K.fbp(noisy - p, g, pixel_mm, shape or tuple(hu.shape[-2:]), window) * (1000.0 / MU_WATER)
 
@@ -139,7 +142,7 @@ def fewer_views(hu: torch.Tensor, g_full: Geometry, g_reduced: Geometry, pixel_m
     if mode == "difference":
         return hu + fewer_views_change(hu, g_full, g_reduced, pixel_mm, window)
     views = view_subset(g_full, g_reduced)
-    p = _acquire(hu, g_full, pixel_mm)[:, views] if views is not None else _acquire(hu, g_reduced, pixel_mm)
+    p = acquire(hu, g_full, pixel_mm)[:, views] if views is not None else acquire(hu, g_reduced, pixel_mm)
     return mu_to_hu(K.fbp(p, g_reduced, pixel_mm, tuple(hu.shape[-2:]), window) * _arc_scale(g_full, g_reduced))
 
 
@@ -157,13 +160,49 @@ def _arc_scale(g_full: Geometry, g_reduced: Geometry) -> float:
 
 
 def fewer_views_change(hu: torch.Tensor, g_full: Geometry, g_reduced: Geometry, pixel_mm: float,
-                       window: str = "ramp", shape: tuple[int, int] | None = None) -> torch.Tensor:
+                       window: str = "ramp", shape: tuple[int, int] | None = None,
+                       sinogram: torch.Tensor | None = None, reference: torch.Tensor | None = None) -> torch.Tensor:
     """FBP of ``g_reduced``'s views minus FBP of the full scan (HU), on the centred grid ``shape`` (default:
-    the image's). Reduced scans that are subsets of the full one reuse its sinogram's rows."""
+    the image's). Reduced scans that are subsets of the full one reuse its sinogram's rows. The caller may
+    pass what it already has: ``sinogram``, the full scan's clean projections (``acquire``), and
+    ``reference``, their FBP on ``shape`` (mu, mm^-1)."""
     shape = shape or tuple(hu.shape[-2:])
     scale = _arc_scale(g_full, g_reduced)
-    p_full = _acquire(hu, g_full, pixel_mm)
+    p_full = acquire(hu, g_full, pixel_mm) if sinogram is None else sinogram
     views = view_subset(g_full, g_reduced)
-    p = p_full[:, views] if views is not None else _acquire(hu, g_reduced, pixel_mm)
+    p = p_full[:, views] if views is not None else acquire(hu, g_reduced, pixel_mm)
     degraded = K.fbp(p, g_reduced, pixel_mm, shape, window) * scale
-    return (degraded - K.fbp(p_full, g_full, pixel_mm, shape, window)) * (1000.0 / MU_WATER)
+    if reference is None:
+        reference = K.fbp(p_full, g_full, pixel_mm, shape, window)
+    return (degraded - reference) * (1000.0 / MU_WATER)
+
+
+def missing_wedge(g: Geometry, arc: float, missing_start: torch.Tensor) -> torch.Tensor:
+    """Which views of a 180 degree parallel scan ``g`` a limited-angle scan of ``arc`` (rad) measures, per item:
+    the missing wedge is [start, start + pi - arc) modulo pi (``missing_start`` ``(B,)`` rad), bool ``(B, V)``.
+    A parallel view at theta + pi is the view at theta with the detector reversed, so any arc of pi folds onto
+    the scan's views."""
+    if g.kind != "parallel" or abs(g.arc - math.pi) > 1e-9:
+        raise ValueError("a drawn missing wedge needs a 180 degree parallel-beam scan")
+    theta = g.angles()[None, :]
+    offset = torch.remainder(theta - missing_start.double()[:, None], math.pi)
+    return offset >= (math.pi - arc) - 1e-9
+
+
+def limited_angle_change(hu: torch.Tensor, g: Geometry, arc: float, missing_start: torch.Tensor,
+                         pixel_mm: float, window: str = "ramp", shape: tuple[int, int] | None = None,
+                         sinogram: torch.Tensor | None = None, reference: torch.Tensor | None = None
+                         ) -> torch.Tensor:
+    """Limited angle with a missing wedge per item (``missing_wedge``): the FBP of the measured views only,
+    normalised to the arc actually measured (as ``fewer_views``), minus the full scan's FBP (HU), on the centred
+    grid ``shape``. The whole batch is one backprojection of the sinogram with each item's missing views set
+    to zero (filtering acts on each view alone, so zeroing views before or after it is the same).
+    ``sinogram`` / ``reference``: the full scan's clean projections and their FBP (mu), when at hand."""
+    shape = shape or tuple(hu.shape[-2:])
+    p_full = acquire(hu, g, pixel_mm) if sinogram is None else sinogram
+    measured = missing_wedge(g, arc, missing_start).to(p_full.device)
+    scale = (g.n_views / measured.sum(dim=1).clamp_min(1)).to(p_full.dtype)
+    degraded = K.fbp(p_full * measured[:, :, None].to(p_full.dtype), g, pixel_mm, shape, window)
+    if reference is None:
+        reference = K.fbp(p_full, g, pixel_mm, shape, window)
+    return (degraded * scale[:, None, None] - reference) * (1000.0 / MU_WATER)
