@@ -118,3 +118,25 @@ def test_dynamic_range_is_read_from_the_speckle():
                               torch.tensor([2.0]), torch.tensor([0.5]), torch.tensor([100.0]))
     # the grain of the intensity is the amplitude PSF's sigma (Gaussian PSF: intensity correlation exp(-d^2/2s^2))
     assert grain_ax == pytest.approx(float(sz[0]), rel=0.3) and grain_lat == pytest.approx(float(sx[0, 128]), rel=0.3)
+
+
+def test_palette_colour_dicom_shows_its_colours():
+    """examples_palette.dcm stores indices into its own colour LUTs: the item is pydicom's apply_color_lut of
+    them (16-bit entries, shown as fractions of 65535), so its header band is the blue the file's LUT holds,
+    not the near-white grey of the raw indices."""
+    from pathlib import Path
+
+    import pydicom
+    from pydicom.pixels import apply_color_lut
+
+    from medq_synth.sources.readers import read_dicom
+
+    path = get_testdata_file("examples_palette.dcm")
+    (row,) = read_dicom(Path(path), None, "middle")
+    ds = pydicom.dcmread(path)
+    rgb = apply_color_lut(ds.pixel_array, ds).astype(np.float64) / 65535.0
+    assert np.allclose(row["image"], np.moveaxis(rgb, -1, 0), atol=1e-6)
+    header = row["image"][:, 5:20, 300:500].reshape(3, -1).mean(axis=1)
+    assert header[2] > header[0] + 0.15 and header[2] > header[1]            # blue
+    assert float(ds.pixel_array[5:20, 300:500].mean()) > 200                   # the raw indices: near white
+    assert row["meta"]["photometric"] == "PALETTE COLOR"
