@@ -11,7 +11,6 @@ by its levels, so L1's missing wedge lies inside L2's): the missing wedge is [st
 
 from __future__ import annotations
 
-import hashlib
 import math
 import threading
 from collections import OrderedDict
@@ -32,11 +31,13 @@ OUTLINE_KEYS = ("body_cx_mm", "body_cy_mm", "body_a_mm", "body_b_mm", "body_thet
 
 
 class CleanScans:
-    """The clean projections of recently seen images and their full-scan reconstructions, keyed by the images'
-    bytes, the geometry, the pixel size (and the reconstruction grid): an item's L1 and L2, and low dose and
-    sparse view (the same fan scan), project the same image, so one projection serves them all. A recomputed
-    entry has the same bits (the operators are deterministic and batch-invariant), so the cache changes no
-    output. Thread-safe (Ray workers run units in threads); bounded by ``max_bytes``."""
+    """The clean projections of recently seen images and their full-scan reconstructions, keyed by the items
+    (``_item_key``: the engine's digest of each item's id and image, so no image is copied off the device to
+    be hashed), the extension canvas, the geometry, the pixel size (and the reconstruction grid): an item's L1
+    and L2, and low dose and sparse view (the same fan scan), project the same image, so one projection
+    serves them all. A recomputed entry has the same bits (the operators are deterministic and
+    batch-invariant), so the cache changes no output. Thread-safe (Ray workers run units in threads); bounded
+    by ``max_bytes``."""
 
     def __init__(self, max_bytes: int = 256 << 20) -> None:
         self.max_bytes = max_bytes
@@ -57,35 +58,44 @@ class CleanScans:
         return value
 
     @staticmethod
-    def _key(hu: torch.Tensor, g: Geometry, px: float) -> tuple:
-        digest = hashlib.sha1(hu.detach().cpu().contiguous().numpy().tobytes()).hexdigest()
-        return digest, tuple(hu.shape), str(hu.device), g, px
+    def _key(hu: torch.Tensor, p: dict[str, torch.Tensor], g: Geometry, px: float) -> tuple | None:
+        keys = p.get("_item_key")
+        if keys is None:
+            return None
+        canvas = tuple(float(p[k].sum()) for k in OUTLINE_KEYS) if int(p["fov_truncated"].sum()) else ()
+        return tuple(keys.tolist()), canvas, tuple(hu.shape), str(hu.device), g, px
 
-    def sinogram(self, hu: torch.Tensor, g: Geometry, px: float) -> torch.Tensor:
-        return self._memo(("sinogram", *self._key(hu, g, px)), lambda: ct.acquire(hu, g, px))
+    def sinogram(self, hu: torch.Tensor, p: dict[str, torch.Tensor], g: Geometry, px: float) -> torch.Tensor:
+        key = self._key(hu, p, g, px)
+        make = lambda: ct.acquire(hu, g, px)  # noqa: E731
+        return make() if key is None else self._memo(("sinogram", *key), make)
 
-    def reconstruction(self, hu: torch.Tensor, g: Geometry, px: float, shape: tuple[int, int]) -> torch.Tensor:
+    def reconstruction(self, hu: torch.Tensor, p: dict[str, torch.Tensor], g: Geometry, px: float,
+                       shape: tuple[int, int]) -> torch.Tensor:
         from medq_synth.kernels import ct as K
 
-        return self._memo(("fbp", *self._key(hu, g, px), shape),
-                          lambda: K.fbp(self.sinogram(hu, g, px), g, px, shape, CT_FILTER))
+        key = self._key(hu, p, g, px)
+        make = lambda: K.fbp(self.sinogram(hu, p, g, px), g, px, shape, CT_FILTER)  # noqa: E731
+        return make() if key is None else self._memo(("fbp", *key, shape), make)
 
 
 CLEAN = CleanScans()
 
 
 def field_of_view(d: Draw) -> dict[str, torch.Tensor]:
-    """Per item: whether the body is cut by the border and, if so, the ellipse it is extended to."""
-    hu = to_physical(d.inputs["v"], d.inputs).cpu().double().numpy()
+    """Per item: whether the body is cut by the border (checked on the batch's device) and, if so, the ellipse
+    it is extended to (fitted on the host, for those items only)."""
+    hu = to_physical(d.inputs["v"], d.inputs)
+    cut = ct_fov.truncated_batch(hu).cpu().tolist()
     recon = d.inputs.get("_recon_diameter_mm")
     rows = []
     for i in range(d.batch):
         px = float(d.inputs["pixel_mm"][i])
-        if not ct_fov.truncated(hu[i]):
+        if not cut[i]:
             rows.append((0, 0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0))
             continue
         diameter = None if recon is None else float(recon[i])
-        o = ct_fov.body_outline(hu[i], px, diameter)
+        o = ct_fov.body_outline(hu[i].cpu().double().numpy(), px, diameter)
         rows.append((1, o.method, o.cx, o.cy, o.a, o.b, math.degrees(o.theta), o.fill_hu))
     t = np.array(rows, dtype=np.float64).reshape(d.batch, 8)
     out = {"fov_truncated": torch.from_numpy(t[:, 0]).to(torch.int64),
@@ -155,19 +165,19 @@ Shape = tuple[int, int]
 
 def _low_dose(hu: torch.Tensor, g: Geometry, px: float, p: dict[str, torch.Tensor], shape: Shape) -> torch.Tensor:
     return ct.low_dose_change(hu, g, px, float(p["i0_full"][0]), p["dose_fraction"], p["sigma_e"],
-                              p["noise_seed"], CT_FILTER, shape, CLEAN.sinogram(hu, g, px))
+                              p["noise_seed"], CT_FILTER, shape, CLEAN.sinogram(hu, p, g, px))
 
 
 def _sparse_view(hu: torch.Tensor, g: Geometry, px: float, p: dict[str, torch.Tensor], shape: Shape) -> torch.Tensor:
     return ct.fewer_views_change(hu, g, g.sparse(int(p["n_views"][0])), px, CT_FILTER, shape,
-                                 CLEAN.sinogram(hu, g, px), CLEAN.reconstruction(hu, g, px, shape))
+                                 CLEAN.sinogram(hu, p, g, px), CLEAN.reconstruction(hu, p, g, px, shape))
 
 
 def _limited_angle(hu: torch.Tensor, g: Geometry, px: float, p: dict[str, torch.Tensor], shape: Shape
                    ) -> torch.Tensor:
     return ct.limited_angle_change(hu, g, math.radians(float(p["arc_deg"][0])),
                                    torch.deg2rad(p["missing_start_deg"]), px, CT_FILTER, shape,
-                                   CLEAN.sinogram(hu, g, px), CLEAN.reconstruction(hu, g, px, shape))
+                                   CLEAN.sinogram(hu, p, g, px), CLEAN.reconstruction(hu, p, g, px, shape))
 
 
 # (name, sampler, apply, pattern uniforms per item)

@@ -159,6 +159,8 @@ def _physical_context(jobs: list[Job], win: np.ndarray, device: torch.device) ->
            # the reconstruction field the file records (CT), NaN where none: a prior for a truncated body
            "_recon_diameter_mm": torch.tensor([float(j.item.meta.get("reconstruction_diameter_mm", math.nan))
                                                for j in jobs], dtype=torch.float64)}
+    # a digest per item (its id and image), for models that reuse work across an item's levels and models
+    ctx["_item_key"] = torch.tensor([j.item.content_key for j in jobs], dtype=torch.int64)
     # the image region a file records ([x0, y0, x1, y1] px, -1 where none): DICOM ultrasound regions
     ctx["_image_region"] = torch.tensor([j.item.meta.get("image_region", [-1, -1, -1, -1]) for j in jobs],
                                         dtype=torch.int64)

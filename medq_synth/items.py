@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -83,6 +85,14 @@ class Item:
     @property
     def shape(self) -> tuple[int, int, int]:
         return tuple(self.image.shape)  # type: ignore[return-value]
+
+    @cached_property
+    def content_key(self) -> int:
+        """A 63-bit digest of the item's id, image and window: equal keys mean the same pixels."""
+        h = hashlib.sha256(self.id.encode())
+        h.update(np.ascontiguousarray(self.image).tobytes())
+        h.update(np.asarray(self.window, dtype=np.float64).tobytes())
+        return int.from_bytes(h.digest()[:8], "big") >> 1
 
     @property
     def phase_encode(self) -> str:

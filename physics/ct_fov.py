@@ -62,7 +62,13 @@ def border(hu: np.ndarray) -> np.ndarray:
 
 def truncated(hu: np.ndarray) -> bool:
     """Whether the body in ``hu`` ``(H, W)`` is cut by the image border."""
-    return float(np.mean(border(hu) > TISSUE_HU)) > MIN_BORDER_FRACTION
+    return bool(truncated_batch(torch.from_numpy(np.asarray(hu))[None])[0])
+
+
+def truncated_batch(hu: torch.Tensor) -> torch.Tensor:
+    """``truncated`` for a batch ``(B, H, W)`` on its own device, bool ``(B,)``."""
+    edge = torch.cat([hu[:, 0], hu[:, -1], hu[:, 1:-1, 0], hu[:, 1:-1, -1]], dim=1)
+    return (edge > TISSUE_HU).double().mean(dim=1) > MIN_BORDER_FRACTION
 
 
 def _body_mask(hu: np.ndarray) -> np.ndarray:
