@@ -67,28 +67,3 @@ def test_bad_table_is_rejected():
     with pytest.raises(ValueError, match="positive anchors"):
         load_tables(bad)
 
-
-def test_every_recorded_parameter_is_described(tmp_path):
-    """What a default degradation records beyond its table (drawn, estimated, read from the file) is described
-    in the table's ``recorded`` section with its unit, which ``medq-synth list`` prints: checked on the
-    phantoms, which hold every modality."""
-    import json
-    import subprocess
-    import sys
-
-    from medq_synth import generate
-
-    out = tmp_path / "out"
-    generate(["phantoms:1"], out, levels=(1,), device="cpu", progress=False)
-    rows = [json.loads(x) for x in (out / "manifest.jsonl").read_text().splitlines()]
-    engine_context = {"window_lo", "window_hi", "pixel_mm"}
-    seen = set()
-    for r in rows:
-        table = REGISTRY.resolve(r["degradation"]).table
-        assert not set(table.recorded) & set(table.params), table.name
-        missing = set(r["params"]) - set(table.params) - set(table.recorded) - engine_context
-        assert not missing, (table.name, sorted(missing))
-        seen.add(table.name)
-    assert seen == {d.name for d in REGISTRY if d.in_default}
-    listed = subprocess.run([sys.executable, "-m", "medq_synth", "list"], capture_output=True, text=True).stdout
-    assert "missing_start_deg: degrees" in listed and "phase_encode_vertical: 0/1" in listed

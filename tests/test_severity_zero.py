@@ -36,11 +36,26 @@ def _check(out) -> set[str]:
 
 
 def test_severity_zero_is_l0_for_every_default_degradation(tmp_path):
+    """And what each records beyond its table (drawn, estimated, read from the file) is described in the
+    table's ``recorded`` section with its unit, which ``medq-synth list`` prints."""
+    import subprocess
+    import sys
+
     out = tmp_path / "out"
     generate(["phantoms:1"], out, levels=(0,), severities=(0.0,), device="cpu", progress=False)
     seen = _check(out)
     default = {d.name for d in REGISTRY if d.in_default}
     assert seen == default, sorted(default - seen)
+    engine_context = {"window_lo", "window_hi", "pixel_mm"}
+    for r in (json.loads(x) for x in (out / "manifest.jsonl").read_text().splitlines()):
+        if r["degradation"] == "none":
+            continue
+        table = REGISTRY.resolve(r["degradation"]).table
+        assert not set(table.recorded) & set(table.params), table.name
+        missing = set(r["params"]) - set(table.params) - set(table.recorded) - engine_context
+        assert not missing, (table.name, sorted(missing))
+    listed = subprocess.run([sys.executable, "-m", "medq_synth", "list"], capture_output=True, text=True).stdout
+    assert "missing_start_deg: degrees" in listed and "phase_encode_vertical: 0/1" in listed
 
 
 def test_severity_zero_on_real_ultrasound(tmp_path):
