@@ -103,7 +103,7 @@ def _displayed(d: Draw) -> dict[str, torch.Tensor]:
 
 
 def speckle_params(d: Draw) -> dict[str, torch.Tensor]:
-    base = table_values(*SETTINGS, "input_dynamic_range_db", "despeckle_px")(d)
+    base = table_values(*SETTINGS, "input_dynamic_range_db")(d)
     if d.inputs.get("_echogenicity") is None:
         return {**base, **_displayed(d)}
     own = d.inputs.get("_speckle_seed")
