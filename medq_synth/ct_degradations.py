@@ -131,7 +131,7 @@ def ct_apply(geometry, change):
                 delta[sel] = change(hu[sel], g, px, sub, tuple(hu.shape[-2:])).to(delta)
                 continue
             (i,) = sel
-            canvas, _ = ct_fov.extend(hu[i:i + 1], px, _outline(p, i))
+            canvas = ct_fov.extend(hu[i:i + 1], px, _outline(p, i))
             g = geometry(tuple(canvas.shape[-2:]), px, {k: t[0] for k, t in sub.items()})
             delta[i] = change(canvas, g, px, sub, tuple(hu.shape[-2:]))[0].to(delta)
         span = (p["window_hi"] - p["window_lo"]).to(v)[:, None, None, None]

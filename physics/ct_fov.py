@@ -151,9 +151,9 @@ def canvas_size(shape: tuple[int, int], pixel_mm: float, outline: Outline) -> tu
     return out[0], out[1]
 
 
-def extend(hu: torch.Tensor, pixel_mm: float, outline: Outline) -> tuple[torch.Tensor, tuple[slice, slice]]:
-    """The extended canvas ``(1, Hc, Wc)`` (HU) of one image ``hu`` ``(1, H, W)``, and the slices where the
-    image sits in it."""
+def extend(hu: torch.Tensor, pixel_mm: float, outline: Outline) -> torch.Tensor:
+    """The extended canvas ``(1, Hc, Wc)`` (HU) of one image ``hu`` ``(1, H, W)``, which sits unchanged at its
+    centre (the canvas has the image's parity, so its central H x W pixels are the image's)."""
     h, w = hu.shape[-2:]
     hc, wc = canvas_size((h, w), pixel_mm, outline)
     pt, pl = (hc - h) // 2, (wc - w) // 2
@@ -176,6 +176,5 @@ def extend(hu: torch.Tensor, pixel_mm: float, outline: Outline) -> tuple[torch.T
     # where the border shows air (the skin is in the image there), air continues outwards
     inside = torch.where(cont > TISSUE_HU, weight * cont + (1.0 - weight) * outline.fill_hu, cont)
     canvas = torch.where(body, inside, torch.full_like(inside, -1000.0))
-    box = (slice(pt, pt + h), slice(pl, pl + w))
-    canvas[box] = hu[0].double()
-    return canvas[None].to(hu.dtype), box
+    canvas[pt:pt + h, pl:pl + w] = hu[0].double()
+    return canvas[None].to(hu.dtype)

@@ -153,3 +153,21 @@ def test_limited_angle_streaks_follow_the_missing_wedge():
     # wedge [150, 210) deg: rays around t = 0 run along (0, 1): vertical streaks;
     # wedge [60, 120): rays around t = 90 deg run along (-1, 0): horizontal streaks
     assert energy[150.0][1] > 3 * energy[150.0][0] and energy[60.0][0] > 3 * energy[60.0][1], energy
+
+
+def test_low_dose_noise_on_the_abdominal_phantom_is_the_tables(tmp_path):
+    """The table's provenance quotes the added noise in the abdominal phantom's soft tissue: ~18 HU at L1 and
+    ~35 HU at L2 (noise_hu, within 15 %); their ratio follows sqrt((1/0.1 - 1) / (1/0.25 - 1)) = 1.73 from the
+    inserted variance, plus electronic noise at the lower dose."""
+    from medq_synth.degradations import REGISTRY
+
+    provenance = REGISTRY.resolve("ct_low_dose").table.params["i0_full"].provenance
+    assert "~18 HU (L1) and ~35 HU (L2)" in provenance
+    out = tmp_path / "out"
+    generate(["phantoms:1"], out, degradations=["ct_low_dose"], levels=(1, 2), device="cpu", progress=False,
+             limit=1)
+    rows = {r["level"]: r for r in (json.loads(x) for x in (out / "manifest.jsonl").read_text().splitlines())
+            if r["source_id"].endswith("ct-000")}
+    assert rows[1]["noise_hu"] == pytest.approx(18.0, rel=0.15)
+    assert rows[2]["noise_hu"] == pytest.approx(35.0, rel=0.15)
+    assert rows[2]["noise_hu"] / rows[1]["noise_hu"] >= math.sqrt(9 / 3) * 0.95
